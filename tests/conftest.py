@@ -1,0 +1,37 @@
+"""Shared fixtures: the real gala crop, and the example dataset built once per test session."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+GALA = REPO.parent / "shared" / "data" / "gala"
+
+
+@pytest.fixture(scope="session")
+def gala_dir() -> Path:
+    """The real FIB-SEM crop (train files only are used by tests)."""
+    if not (GALA / "train-ws.lzf.h5").exists():
+        pytest.skip("the shared gala crop is not beside this clone")
+    return GALA
+
+
+@pytest.fixture(scope="session")
+def example_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The example dataset (gala train crop + two edits), built once; tests must not modify it."""
+    from meshing_core.build.example import build_example
+
+    out = tmp_path_factory.mktemp("example")
+    build_example(out, progress=False)
+    return out
+
+
+@pytest.fixture()
+def example_copy(example_dir: Path, tmp_path: Path) -> Path:
+    """A private copy of the example dataset that a test may modify."""
+    target = tmp_path / "example"
+    shutil.copytree(example_dir, target)
+    return target
