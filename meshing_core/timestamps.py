@@ -12,6 +12,9 @@ _UNIX = re.compile(r"^-?\d+(\.\d+)?$")
 _RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$")
 
 
+_HINT = "give RFC 3339 (e.g. 2021-03-01T00:00:00Z) or Unix seconds"
+
+
 class TimestampError(MeshingError):
     """A timestamp that is neither RFC 3339 nor Unix seconds."""
 
@@ -27,10 +30,11 @@ def parse_timestamp(value: str | float | int | None) -> float:
         return float(text)
     if _RFC3339.match(text):
         normalised = text.replace("z", "Z").replace("Z", "+00:00").replace("t", "T")
-        return datetime.fromisoformat(normalised).timestamp()
-    raise TimestampError(
-        f"malformed timestamp {value!r}: give RFC 3339 (e.g. 2021-03-01T00:00:00Z) or Unix seconds"
-    )
+        try:
+            return datetime.fromisoformat(normalised).timestamp()
+        except ValueError as exc:
+            raise TimestampError(f"malformed timestamp {value!r} ({exc}): {_HINT}") from exc
+    raise TimestampError(f"malformed timestamp {value!r}: {_HINT}")
 
 
 def now() -> float:

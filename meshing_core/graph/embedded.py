@@ -65,20 +65,20 @@ class EmbeddedGraph:
                 f"graph file {self.path} not found: build it with `python -m meshing_core build-graph`"
             )
         self.conn = sqlite3.connect(str(self.path), timeout=60)
-        self.conn.execute("PRAGMA journal_mode=WAL")
-        self.conn.execute("PRAGMA synchronous=NORMAL")
-        if create:
-            self.conn.executescript(_SCHEMA)
-            self._set_meta("schema_version", SCHEMA_VERSION)
-        else:
-            try:
-                version = self._get_meta("schema_version")
-            except sqlite3.DatabaseError as exc:
-                raise GraphFileError(f"{self.path} is not an embedded graph file ({exc})") from exc
-            if version != SCHEMA_VERSION:
-                raise GraphFileError(
-                    f"{self.path} has graph schema {version}, this code reads {SCHEMA_VERSION}: rebuild it"
-                )
+        try:
+            self.conn.execute("PRAGMA journal_mode=WAL")
+            self.conn.execute("PRAGMA synchronous=NORMAL")
+            if create:
+                self.conn.executescript(_SCHEMA)
+                self._set_meta("schema_version", SCHEMA_VERSION)
+            version = self._get_meta("schema_version")
+        except sqlite3.DatabaseError as exc:
+            self.conn.close()
+            raise GraphFileError(f"{self.path} is not an embedded graph file ({exc})") from exc
+        if not create and version != SCHEMA_VERSION:
+            raise GraphFileError(
+                f"{self.path} has graph schema {version}, this code reads {SCHEMA_VERSION}: rebuild it"
+            )
         self._meta: GraphMeta | None = None
 
     # -- meta -----------------------------------------------------------------------------

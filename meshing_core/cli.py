@@ -1,0 +1,241 @@
+"""`python -m meshing_core ...`: the command line (meshing_batch.py-compatible flags and more).
+
+Every command prints a short summary on stdout; logs and progress bars go to stderr. Errors caused
+by input (``MeshingError``) print one line, ``error: ...``, and exit with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from meshing_core.errors import MeshingError
+
+log = logging.getLogger("meshing_core")
+
+
+def _triple(
+    parser: argparse.ArgumentParser, *names: str, help: str, required: bool = False
+) -> None:
+    parser.add_argument(
+        *names,
+        dest=names[0].lstrip("-").replace("-", "_"),
+        nargs=3,
+        type=int,
+        metavar=("X", "Y", "Z"),
+        required=required,
+        help=help,
+    )
+
+
+def _graph_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--graph", required=True, type=Path, help="the dataset's graph.yaml (or its folder)"
+    )
+
+
+def _cmd_example(args: argparse.Namespace) -> None:
+    from meshing_core.build.example import build_example
+
+    config = build_example(args.out, progress=not args.quiet)
+    print(f"example dataset written: {config}")
+    print(f"next: python -m meshing_core setup --graph {config}")
+
+
+def _cmd_build_graph(args: argparse.Namespace) -> None:
+    from meshing_core.build.builder import build_graph
+    from meshing_core.timestamps import parse_timestamp
+
+    created_at = parse_timestamp(args.created_at) if args.created_at is not None else None
+    config = build_graph(
+        args.segmentation,
+        args.agglomeration,
+        args.out,
+        tuple(args.chunk_size),
+        edits=args.edits,
+        created_at=created_at,
+        mip=args.mip,
+        mesh_dir=args.mesh_dir,
+        name=args.name,
+        spatial_bits=args.spatial_bits,
+        max_error=args.max_error,
+        progress=not args.quiet,
+    )
+    print(f"graph written: {config}")
+
+
+def _cmd_setup(args: argparse.Namespace) -> None:
+    from meshing_core.config import load_config
+    from meshing_core.store.setup import setup_meshes
+
+    config = load_config(args.graph)
+    changes = setup_meshes(config, reset=args.reset)
+    for what, state in changes.items():
+        print(f"{what}: {state}")
+
+
+def _cmd_mesh(args: argparse.Namespace) -> None:
+    from meshing_core.config import load_config
+    from meshing_core.run.layer import mesh_layer
+    from meshing_core.timestamps import format_timestamp, parse_timestamp
+
+    config = load_config(args.graph)
+    if args.mip is not None and args.mip != config.mip:
+        raise MeshingError(
+            f"--mip {args.mip} differs from mip {config.mip} in {config.source}: "
+            "drop --mip, or rebuild the dataset with --mip and run setup --reset"
+        )
+    if args.skip_cache:
+        log.info("--skip_cache accepted for compatibility; this mesher keeps no cache")
+    timestamp = parse_timestamp(args.timestamp)  # resolved once for the whole command
+    report = mesh_layer(
+        config,
+        args.layer,
+        chunk_start=args.chunk_start,
+        chunk_end=args.chunk_end,
+        timestamp=timestamp,
+        workers=args.workers,
+        progress=not args.quiet,
+    )
+    print(
+        f"layer {report.layer} at {format_timestamp(timestamp)}: {report.chunks} chunks "
+        f"({report.empty_chunks} empty), {report.fragments} fragments, {report.bytes} bytes, "
+        f"{report.seconds:.1f} s"
+    )
+    print(f"shards: {report.shard_dir}")
+
+
+def _cmd_info(args: argparse.Namespace) -> None:
+    from meshing_core.config import load_config
+    from meshing_core.info import describe
+    from meshing_core.timestamps import parse_timestamp
+
+    config = load_config(args.graph)
+    print(describe(config, parse_timestamp(args.timestamp)))
+
+
+def _cmd_demo(args: argparse.Namespace) -> None:
+    from meshing_core.demo import run_demo
+
+    run_demo(args.out, workers=args.workers, progress=not args.quiet)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m meshing_core",
+        description="Mesh a ChunkedGraph segmentation into sharded, cloud-volume-readable meshes.",
+    )
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    common.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    p = sub.add_parser(
+        "example",
+        parents=[common],
+        help="build the example dataset (gala train crop) and its graph",
+    )
+    p.add_argument("--out", required=True, type=Path, help="folder to write the dataset into")
+    p.set_defaults(func=_cmd_example)
+
+    p = sub.add_parser(
+        "build-graph",
+        parents=[common],
+        help="build an embedded ChunkedGraph from supervoxels + agglomeration",
+    )
+    p.add_argument(
+        "--segmentation", required=True, help="precomputed supervoxel layer (file://, gs://, s3://)"
+    )
+    p.add_argument("--agglomeration", type=Path, help="CSV supervoxel,object (header optional)")
+    p.add_argument(
+        "--edits", type=Path, help='JSONL: {"timestamp", "op": merge|split, "supervoxels": [a, b]}'
+    )
+    _triple(p, "--chunk-size", "--chunk_size", help="layer-2 chunk size in voxels", required=True)
+    p.add_argument(
+        "--out", required=True, type=Path, help="folder for graph.yaml, the graph and the watershed"
+    )
+    p.add_argument(
+        "--created-at",
+        "--created_at",
+        dest="created_at",
+        help="base build time (RFC 3339 or Unix s)",
+    )
+    p.add_argument(
+        "--mip", type=int, default=0, help="mesh mip (downsampled scales are written up to it)"
+    )
+    p.add_argument("--mesh-dir", dest="mesh_dir", default="graphene_meshes", help="mesh dir name")
+    p.add_argument("--name", help="graph name (default: the --out folder name)")
+    p.add_argument(
+        "--spatial-bits", dest="spatial_bits", type=int, default=10, help="layer-2 bits per axis"
+    )
+    p.add_argument("--max-error", dest="max_error", type=float, help="simplification error in nm")
+    p.set_defaults(func=_cmd_build_graph)
+
+    p = sub.add_parser(
+        "setup", parents=[common], help="write the mesh info, sharding specs and static custom data"
+    )
+    _graph_arg(p)
+    p.add_argument(
+        "--reset", action="store_true", help="clear the mesh dir's shards and records first"
+    )
+    p.set_defaults(func=_cmd_setup)
+
+    p = sub.add_parser("mesh", parents=[common], help="mesh the chunks of one layer")
+    _graph_arg(p)
+    p.add_argument("--layer", required=True, type=int, help="layer to mesh (2 = marching cubes)")
+    _triple(p, "--chunk-start", "--chunk_start", help="first chunk (default 0 0 0)")
+    _triple(
+        p, "--chunk-end", "--chunk_end", help="end chunk, exclusive (default: the layer's bounds)"
+    )
+    p.add_argument("--timestamp", help="graph time: RFC 3339 or Unix seconds (default: now)")
+    p.add_argument(
+        "--workers", type=int, help="processes (default: CPUs available to this process)"
+    )
+    p.add_argument(
+        "--mip", type=int, help="accepted for meshing_batch.py compatibility; must match the config"
+    )
+    p.add_argument(
+        "--skip_cache",
+        "--skip-cache",
+        dest="skip_cache",
+        action="store_true",
+        help="accepted for meshing_batch.py compatibility (no cache is kept)",
+    )
+    p.set_defaults(func=_cmd_mesh)
+
+    p = sub.add_parser(
+        "info", parents=[common], help="layers, chunk bounds, node counts and what is meshed"
+    )
+    _graph_arg(p)
+    p.add_argument("--timestamp", help="count nodes at this time (default: now)")
+    p.set_defaults(func=_cmd_info)
+
+    p = sub.add_parser(
+        "demo",
+        parents=[common],
+        help="build the example, set it up and mesh it (what `make demo` runs)",
+    )
+    p.add_argument("--out", required=True, type=Path, help="folder for the example dataset")
+    p.add_argument("--workers", type=int, help="processes (default: CPUs available)")
+    p.set_defaults(func=_cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    func: Callable[[argparse.Namespace], None] = args.func
+    try:
+        func(args)
+    except MeshingError as exc:
+        message = " ".join(str(exc).split())  # always one line
+        print(f"error: {message}", file=sys.stderr)
+        return 2
+    return 0
