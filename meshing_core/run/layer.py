@@ -1,0 +1,309 @@
+"""Meshing a range of chunks of one layer: plan, check, mesh in a process pool, write shards.
+
+Every chunk is independent: mesh it, pack its fragments into one shard with the layer's sharding
+spec from the mesh info, and write ``<mesh dir>/initial/<layer>/<chunk position number>-0.shard``
+atomically. An empty chunk gets no shard (and loses a stale one from an earlier run, so the
+output always reflects the timestamp). Inputs are validated before any chunk is touched, and a
+failing chunk never replaces or deletes its existing shard. zmesh holds the GIL, so parallelism
+is processes.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import multiprocessing
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from dataclasses import dataclass
+from typing import Any
+
+from tqdm import tqdm
+
+from meshing_core.config import GraphConfig
+from meshing_core.errors import MeshingError
+from meshing_core.graph.embedded import open_graph
+from meshing_core.graph.protocol import GraphMeta
+from meshing_core.run.cpus import available_cpus
+from meshing_core.store import files, layout
+
+log = logging.getLogger(__name__)
+
+MESH_INFO = layout.MESH_INFO
+
+
+class LayerRunError(MeshingError):
+    """A layer run that cannot start: bad layer, chunk range, config or mesh info."""
+
+
+@dataclass
+class LayerReport:
+    """What one ``mesh_layer`` call did."""
+
+    layer: int
+    chunks: int
+    empty_chunks: int
+    fragments: int
+    bytes: int
+    seconds: float
+    shard_dir: str
+
+
+@dataclass(frozen=True)
+class ChunkResult:
+    coords: tuple[int, int, int]
+    fragments: int
+    bytes: int
+    removed_stale: bool = False
+
+
+Coords = tuple[int, int, int]
+
+
+# -- checks -----------------------------------------------------------------------------------
+def check_layer(meta: GraphMeta, layer: int) -> None:
+    if not 2 <= int(layer) <= meta.n_layers:
+        raise LayerRunError(
+            f"unknown layer {layer}: this graph has mesh layers 2..{meta.n_layers}; pick one of them"
+        )
+
+
+def chunk_range(
+    meta: GraphMeta,
+    layer: int,
+    chunk_start: Sequence[int] | None = None,
+    chunk_end: Sequence[int] | None = None,
+) -> tuple[Coords, Coords]:
+    """[start, end) chunk coordinates, defaulting to the whole layer; checked against its bounds."""
+    bounds = tuple(int(b) for b in meta.layer_chunk_bounds(layer))
+    start = (0, 0, 0) if chunk_start is None else tuple(int(c) for c in chunk_start)
+    end = bounds if chunk_end is None else tuple(int(c) for c in chunk_end)
+    if len(start) != 3 or len(end) != 3:
+        raise LayerRunError(f"chunk start and end need three coordinates, got {start} and {end}")
+    inside = all(0 <= s < e <= b for s, e, b in zip(start, end, bounds, strict=True))
+    if not inside:
+        raise LayerRunError(
+            f"chunk range {list(start)}..{list(end)} is outside layer {layer}'s bounds "
+            f"[0, 0, 0]..{list(bounds)} (end exclusive): pick start < end within them"
+        )
+    return start, end  # type: ignore[return-value]
+
+
+def iter_chunks(start: Coords, end: Coords) -> Iterator[Coords]:
+    """Chunks of a range in a fixed order (x outermost)."""
+    yield from itertools.product(*(range(s, e) for s, e in zip(start, end, strict=True)))
+
+
+def read_mesh_info(config: GraphConfig) -> dict[str, Any]:
+    """The mesh info written by ``setup``; a one-line error if it is missing or broken."""
+    where = f"{config.mesh_cloudpath.rstrip('/')}/{MESH_INFO}"
+    try:
+        info = files.read_json(config.mesh_cloudpath, MESH_INFO)
+    except ValueError as exc:
+        raise LayerRunError(
+            f"mesh info {where} is not JSON: re-run `python -m meshing_core setup {config.source}`"
+        ) from exc
+    except Exception as exc:  # noqa: BLE001 - unreachable storage is reported, not crashed on
+        raise LayerRunError(f"cannot read mesh info {where} ({type(exc).__name__})") from exc
+    if info is None:
+        raise LayerRunError(
+            f"mesh info {where} not found: run `python -m meshing_core setup {config.source}` first"
+        )
+    if not isinstance(info, dict):
+        raise LayerRunError(f"mesh info {where} is not a JSON object: re-run setup")
+    return info
+
+
+def check_mesh_info(
+    info: dict[str, Any], config: GraphConfig, block_shape: Sequence[int], layer: int
+) -> dict[str, Any]:
+    """The layer's sharding spec, after checking the mesh info matches the config."""
+    where = f"{config.mesh_cloudpath.rstrip('/')}/{MESH_INFO}"
+    if info.get("mip") is not None and int(info["mip"]) != int(config.mip):
+        raise LayerRunError(
+            f"mesh info {where} says mip {info['mip']} but {config.source} says mesh.mip "
+            f"{config.mip}: fix graph.yaml or re-run setup into an empty mesh dir"
+        )
+    want = [int(v) for v in block_shape]
+    have = info.get("chunk_size")
+    if have is not None and [int(v) for v in have] != want:
+        raise LayerRunError(
+            f"mesh info {where} has chunk_size {list(have)} but {config.source} gives {want} at "
+            f"mip {config.mip}: the mesh dir belongs to another config; re-run setup"
+        )
+    spec = (info.get("sharding") or {}).get(str(layer))
+    if not isinstance(spec, dict):
+        raise LayerRunError(
+            f"mesh info {where} has no sharding spec for layer {layer}: re-run setup"
+        )
+    return spec
+
+
+def check_config(config: GraphConfig, meta: GraphMeta) -> None:
+    if tuple(int(c) for c in config.chunk_size) != tuple(meta.chunk_size):
+        raise LayerRunError(
+            f"{config.source} says chunk_size {list(config.chunk_size)} but the graph has "
+            f"{list(meta.chunk_size)}: fix graph.yaml"
+        )
+
+
+# -- per-chunk work (runs in worker processes) -------------------------------------------------
+_GRAPHS: dict[str, Any] = {}
+
+
+def _graph_for(config: GraphConfig) -> Any:
+    """One open graph per process (SQLite connections must not cross a fork)."""
+    key = str(config.graph_path)
+    graph = _GRAPHS.get(key)
+    if graph is None:
+        graph = open_graph(config)
+        _GRAPHS[key] = graph
+    return graph
+
+
+def shard_dir(config: GraphConfig, layer: int) -> str:
+    """``<mesh dir>/initial/<layer>``."""
+    return layout.initial_dir(config, layer)
+
+
+def shard_name(meta: GraphMeta, layer: int, coords: Sequence[int]) -> str:
+    """``<chunk position number>-0.shard`` (one shard per chunk)."""
+    return layout.shard_name(meta.codec, meta.chunk_id(layer, coords))
+
+
+def mesh_one_chunk(
+    config: GraphConfig,
+    layer: int,
+    coords: Coords,
+    timestamp: float,
+    spec: dict[str, Any],
+    graph: Any = None,
+) -> ChunkResult:
+    """Mesh one layer-2 chunk and publish its shard (or remove a stale one if it is empty).
+
+    ``graph`` defaults to this process's cached reader (pool workers).
+    """
+    from meshing_core.mesh.layer2 import mesh_chunk
+    from meshing_core.store.sharding import encode_shard
+
+    if graph is None:
+        graph = _graph_for(config)
+    meta = graph.meta
+    target_dir = shard_dir(config, layer)
+    name = shard_name(meta, layer, coords)
+    try:
+        fragments = mesh_chunk(graph, config, coords, timestamp)
+    except MeshingError:
+        raise
+    except Exception as exc:
+        exc.add_note(f"while meshing layer-{layer} chunk {list(coords)}")
+        raise
+    if not fragments:
+        stale = files.exists(target_dir, name)
+        if stale:
+            files.delete_file(target_dir, name)
+        return ChunkResult(coords, 0, 0, removed_stale=stale)
+    data = encode_shard(fragments, spec)
+    files.write_atomic(target_dir, name, data)
+    return ChunkResult(coords, len(fragments), len(data))
+
+
+def _run_serial(tasks: list[Coords], args: tuple, bar: tqdm, graph: Any) -> Iterator[ChunkResult]:
+    for coords in tasks:
+        result = mesh_one_chunk(args[0], args[1], coords, args[2], args[3], graph)
+        bar.update(1)
+        yield result
+
+
+def _run_pool(tasks: list[Coords], args: tuple, bar: tqdm, workers: int) -> Iterator[ChunkResult]:
+    """At most ``4 * workers`` chunks in flight, so huge ranges do not pile up futures."""
+    context = multiprocessing.get_context("spawn")  # no forked SQLite handles or threads
+    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+        pending: set[Future] = set()
+        queue = iter(tasks)
+        try:
+            while True:
+                while len(pending) < 4 * workers:
+                    coords = next(queue, None)
+                    if coords is None:
+                        break
+                    pending.add(pool.submit(mesh_one_chunk, args[0], args[1], coords, *args[2:]))
+                if not pending:
+                    break
+                done, pending = wait(pending, return_when=FIRST_COMPLETED)
+                for future in done:
+                    result = future.result()  # re-raises a chunk's error here
+                    bar.update(1)
+                    yield result
+        except BaseException:
+            for future in pending:
+                future.cancel()
+            raise
+
+
+def mesh_layer(
+    config: GraphConfig,
+    layer: int,
+    *,
+    chunk_start: Sequence[int] | None = None,
+    chunk_end: Sequence[int] | None = None,
+    timestamp: float,
+    workers: int | None = None,
+    progress: bool = True,
+) -> LayerReport:
+    """Mesh every chunk of ``layer`` in [chunk_start, chunk_end) at ``timestamp``."""
+    from meshing_core.mesh.watershed import mip_geometry
+
+    started = time.monotonic()
+    graph = open_graph(config)
+    try:
+        meta = graph.meta
+        check_layer(meta, layer)
+        if int(layer) >= 3:
+            raise LayerRunError(f"layer {layer} stitching is not implemented yet")
+        start, end = chunk_range(meta, layer, chunk_start, chunk_end)
+        check_config(config, meta)
+        info = read_mesh_info(config)
+        geometry = mip_geometry(meta, config.watershed, int(config.mip))
+        spec = check_mesh_info(info, config, geometry.block_shape.tolist(), layer)
+
+        tasks = list(iter_chunks(start, end))
+        count = len(tasks)
+        n_workers = max(1, min(int(workers or available_cpus()), count))
+        target = shard_dir(config, layer)
+        log.info(
+            "layer %d: meshing %d chunks %s..%s at t=%s with %d worker(s) into %s",
+            layer, count, list(start), list(end), timestamp, n_workers, target,
+        )  # fmt: skip
+        args = (config, int(layer), float(timestamp), spec)
+        empty = fragments = size = 0
+        with tqdm(
+            total=count, desc=f"layer {layer}", unit="chunk", file=sys.stderr, disable=not progress
+        ) as bar:
+            if n_workers == 1:
+                results = _run_serial(tasks, args, bar, graph)
+            else:
+                results = _run_pool(tasks, args, bar, n_workers)
+            for result in results:
+                if result.fragments == 0:
+                    empty += 1
+                    note = "; removed its stale shard" if result.removed_stale else ""
+                    log.info("chunk %s is empty at t=%s: no shard written%s",
+                             list(result.coords), timestamp, note)  # fmt: skip
+                fragments += result.fragments
+                size += result.bytes
+    finally:
+        graph.close()
+    report = LayerReport(
+        layer=int(layer),
+        chunks=count,
+        empty_chunks=empty,
+        fragments=fragments,
+        bytes=size,
+        seconds=round(time.monotonic() - started, 3),
+        shard_dir=target,
+    )
+    log.info("layer %d done: %s", layer, report)
+    return report

@@ -1,0 +1,87 @@
+"""Draco grid maths (hand-computed cases) and alignment of decoded vertices."""
+
+from __future__ import annotations
+
+import DracoPy
+import numpy as np
+import pytest
+
+from meshing_core.mesh.draco_grid import (
+    _bits_bin_range,
+    encode_draco,
+    layer2_grid,
+    requantised_grid,
+)
+
+
+def test_layer2_grid_anisotropic_hand_computed() -> None:
+    # min_range = max(33*4, 33*4, 17*40) = 680; max_bin = floor(4/sqrt 2) = 2
+    # bits = ceil(log2(680/2 + 1)) = 9; bin = ceil(680/511) = 2; range = 1022 >= 682
+    grid = layer2_grid((32, 32, 16), (4, 4, 40), (1001, 2003, 400))
+    assert (grid.bits, grid.bin_size, grid.range) == (9, 2.0, 1022.0)
+    assert grid.origin.tolist() == [1000.0, 2002.0, 400.0]  # offset - offset % bin
+
+
+def test_layer2_grid_typical_mip2_block() -> None:
+    # min_range = 65*40 = 2600; max_bin = floor(8/sqrt 2) = 5; bits = ceil(log2(521)) = 10
+    # bin = ceil(2600/1023) = 3; range = 3069 >= 2603
+    grid = layer2_grid((64, 64, 64), (8, 8, 40), (512, 1024, 2560))
+    assert (grid.bits, grid.bin_size, grid.range) == (10, 3.0, 3069.0)
+    assert grid.origin.tolist() == [510.0, 1023.0, 2559.0]
+
+
+def test_bin_grows_by_one_when_range_too_tight() -> None:
+    # bits = ceil(log2(6/3 + 1)) = 2 -> 3 bins; bin = 2, range 6 < 6 + 2: bin 3, range 9
+    assert _bits_bin_range(6, 3) == (2, 3.0, 9.0)
+
+
+def test_bits_grow_when_bin_is_already_max() -> None:
+    # bits = ceil(log2(6/2 + 1)) = 2; bin = 2 == max_bin and range 6 < 8: one more bit,
+    # 7 bins: bin = ceil(6/7) = 1, range 7 >= 6 + 1
+    assert _bits_bin_range(6, 2) == (3, 1.0, 7.0)
+
+
+def test_requantised_grid_hand_computed() -> None:
+    # layer-3 block 64x64x32 at 4x4x40, old bin 2: min_range = max(256, 256, 1280) + 4 = 1284
+    # bits = ceil(log2(1284/2 + 1)) = 10; bin = ceil(1284/1023) = 2; range 2046 >= 1286
+    grid = requantised_grid((64, 64, 32), (4, 4, 40), (1001, 2003, 400), old_bin=2)
+    assert (grid.bits, grid.bin_size, grid.range) == (10, 2.0, 2046.0)
+    # origin = offset - old_bin - ((offset - old_bin) % bin)
+    assert grid.origin.tolist() == [998.0, 2000.0, 398.0]
+
+
+@pytest.mark.parametrize("offset", [(0, 0, 0), (1001, 2003, 400), (123457, 98765, 43210)])
+def test_decoded_vertices_sit_on_the_grid(offset: tuple[int, int, int]) -> None:
+    grid = layer2_grid((32, 32, 16), (4, 4, 40), offset)
+    rng = np.random.default_rng(7)
+    span = np.array([33 * 4, 33 * 4, 17 * 40])
+    vertices = (rng.random((198, 3)) * span + np.asarray(offset)).astype(np.float32)
+    faces = np.arange(198, dtype=np.uint32).reshape(-1, 3)
+    mesh = DracoPy.decode(encode_draco(vertices, faces, grid))
+    points = np.asarray(mesh.points, dtype=np.float64)
+    steps = (points - grid.origin) / grid.bin_size
+    assert np.array_equal(steps, np.round(steps))  # origin + k * bin exactly
+    # and each input vertex went to its nearest grid point
+    assert set(map(tuple, points)) == set(map(tuple, grid.snap(vertices)))
+    assert mesh.encoding_options.quantization_bits == grid.bits
+    assert mesh.encoding_options.quantization_range == grid.range
+
+
+def test_shared_plane_snaps_identically_from_both_chunks() -> None:
+    res, block = (4, 4, 40), (32, 32, 16)
+    left = layer2_grid(block, res, (0, 0, 0))
+    right = layer2_grid(block, res, (32 * 4, 0, 0))
+    rng = np.random.default_rng(3)
+    plane = np.column_stack(
+        [np.full(50, 128.0), rng.random(50) * 128, rng.random(50) * 640]
+    ).astype(np.float32)
+    assert np.array_equal(left.snap(plane), right.snap(plane))
+
+
+def test_encoding_is_deterministic_and_rejects_out_of_grid_meshes() -> None:
+    grid = layer2_grid((32, 32, 16), (4, 4, 40), (0, 0, 0))
+    vertices = np.array([[0, 0, 0], [100, 0, 0], [0, 100, 0]], dtype=np.float32)
+    faces = np.array([[0, 1, 2]], dtype=np.uint32)
+    assert encode_draco(vertices, faces, grid) == encode_draco(vertices, faces, grid)
+    with pytest.raises(ValueError, match="outside its draco grid"):
+        encode_draco(vertices + 5000, faces, grid)

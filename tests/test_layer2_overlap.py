@@ -1,0 +1,91 @@
+"""Overlap-voxel labelling on hand-made label arrays (in-chunk box [0, inner), +1 shell)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from meshing_core.mesh.overlap import resolve_overlap, shell_mask
+
+
+def test_shell_mask_marks_the_plus_one_faces() -> None:
+    mask = shell_mask((3, 3, 2), (2, 2, 2))
+    assert mask.sum() == 3 * 3 * 2 - 2 * 2 * 2
+    assert not mask[:2, :2, :2].any()
+
+
+def test_no_shell_means_labels_unchanged() -> None:
+    l2 = np.arange(8, dtype=np.uint64).reshape(2, 2, 2)
+    assert np.array_equal(resolve_overlap(l2, (2, 2, 2), {}), l2)
+
+
+def test_unique_candidate_or_zero() -> None:
+    l2 = np.zeros((3, 2, 1), dtype=np.uint64)
+    l2[:2, 0, 0] = 10
+    l2[:2, 1, 0] = 11
+    l2[2, 0, 0] = 20  # neighbour node joined to 10 at the overlap layer
+    l2[2, 1, 0] = 21  # neighbour node joined to nothing in this chunk
+    ancestors = {10: 100, 11: 101, 20: 100, 21: 999}
+    out = resolve_overlap(l2, (2, 2, 1), ancestors)
+    assert out[2, :, 0].tolist() == [10, 0]
+    assert np.array_equal(out[:2], l2[:2])  # in-chunk voxels untouched
+
+
+def test_shared_ancestor_takes_the_adjacent_in_chunk_node() -> None:
+    l2 = np.zeros((3, 2, 1), dtype=np.uint64)
+    l2[:2, 0, 0] = 10
+    l2[:2, 1, 0] = 11
+    l2[2, :, 0] = 20  # one neighbour node touching both in-chunk nodes
+    out = resolve_overlap(l2, (2, 2, 1), {10: 100, 11: 100, 20: 100})
+    assert out[2, :, 0].tolist() == [10, 11]
+
+
+def test_shared_ancestor_spreads_through_the_shell_then_falls_back_to_smallest() -> None:
+    l2 = np.zeros((3, 6, 1), dtype=np.uint64)
+    l2[1, 0, 0] = 11  # only in-chunk voxel adjacent to the shell
+    l2[0, 5, 0] = 10  # the other in-chunk node of the same object, not adjacent
+    l2[2, 0:3, 0] = 20  # shell piece touching 11 at y=0, reaching y=1,2 through the shell
+    l2[2, 4:6, 0] = 21  # shell piece touching no candidate: smallest candidate (10)
+    out = resolve_overlap(l2, (2, 6, 1), {10: 100, 11: 100, 20: 100, 21: 100})
+    assert out[2, :, 0].tolist() == [11, 11, 11, 0, 10, 10]
+
+
+def test_spreading_stays_within_one_ancestor_group() -> None:
+    l2 = np.zeros((3, 3, 1), dtype=np.uint64)
+    l2[1, 0, 0] = 11  # object A (ancestor 100): nodes 10, 11
+    l2[0, 2, 0] = 10
+    l2[1, 1, 0] = 30  # object B (ancestor 300): nodes 30, 31
+    l2[0, 0, 0] = 31
+    l2[2, 0, 0] = 40  # B-neighbour next to an A node: B's adjacency check fails
+    l2[2, 1, 0] = 20  # A-neighbour next to a B node
+    l2[2, 2, 0] = 41  # B-neighbour
+    ancestors = {10: 100, 11: 100, 20: 100, 30: 300, 31: 300, 40: 300, 41: 300}
+    out = resolve_overlap(l2, (2, 3, 1), ancestors)
+    # 20 (A) cannot copy 11 through 40 (B): no A voxel of the shell is adjacent to an A node,
+    # so it takes the smallest A candidate; B voxels likewise never take A labels.
+    assert out[2, 1, 0] == 10
+    assert out[2, 0, 0] == 30 and out[2, 2, 0] == 30
+
+
+def test_edge_voxels_of_the_shell_are_resolved() -> None:
+    l2 = np.zeros((3, 3, 1), dtype=np.uint64)
+    l2[:2, :2, 0] = 10
+    l2[0, 1, 0] = 11
+    l2[2, :, 0] = 20
+    l2[:, 2, 0] = 20  # includes the edge voxel (2, 2) with no in-chunk face neighbour
+    out = resolve_overlap(l2, (2, 2, 1), {10: 100, 11: 100, 20: 100})
+    assert out[2, 2, 0] == 10  # reached through the shell from (2, 1) / (1, 2)
+    assert out[2, 0, 0] == 10 and out[0, 2, 0] == 11
+
+
+def test_result_is_deterministic() -> None:
+    rng = np.random.default_rng(0)
+    l2 = rng.integers(1, 6, size=(9, 9, 9)).astype(np.uint64)
+    l2[8, :, :] += 10
+    l2[:, 8, :] += 10
+    l2[:, :, 8] += 10
+    ancestors = {i: 100 + i % 2 for i in range(1, 40)}
+    first = resolve_overlap(l2, (8, 8, 8), ancestors)
+    assert np.array_equal(first, resolve_overlap(l2.copy(), (8, 8, 8), dict(ancestors)))
+    shell = shell_mask(l2.shape, (8, 8, 8))
+    inside = set(np.unique(l2[:8, :8, :8]).tolist())
+    assert set(np.unique(first[shell]).tolist()) <= inside | {0}
