@@ -1,0 +1,1 @@
+"""Building an embedded ChunkedGraph from a supervoxel segmentation, an agglomeration and edits."""
