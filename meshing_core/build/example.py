@@ -92,7 +92,7 @@ def build_example(out: Path, progress: bool = True) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     source = out / "source"
     seg_path = to_cloudpath(source / "segmentation")
-    _check_out(out.resolve(), to_cloudpath((source / "segmentation").resolve()))
+    _check_out(out.resolve(), seg_path)  # before touching anything under out
     if (GALA / "train-ws.lzf.h5").exists():
         volume = _load("train-ws.lzf.h5").astype(np.uint64)
         agglomeration = majority_objects(volume, _load("train-gt.lzf.h5"))
