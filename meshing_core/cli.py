@@ -11,6 +11,7 @@ import logging
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import NoReturn
 
 from meshing_core.errors import MeshingError
 
@@ -123,15 +124,24 @@ def _cmd_demo(args: argparse.Namespace) -> None:
     run_demo(args.out, workers=args.workers, progress=not args.quiet)
 
 
+class _OneLineParser(argparse.ArgumentParser):
+    """Usage mistakes end as one ``error:`` line naming the fix, like every other bad input."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"error: {message} (see `{self.prog} --help`)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _OneLineParser(
         prog="python -m meshing_core",
         description="Mesh a ChunkedGraph segmentation into sharded, cloud-volume-readable meshes.",
     )
-    common = argparse.ArgumentParser(add_help=False)
+    common = _OneLineParser(add_help=False)
     common.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     common.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    sub = parser.add_subparsers(
+        dest="command", metavar="COMMAND", required=True, parser_class=_OneLineParser
+    )
 
     p = sub.add_parser(
         "example",

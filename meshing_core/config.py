@@ -7,6 +7,7 @@ uploaded. Loading resolves them; every problem is reported as one line naming th
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ from meshing_core.errors import MeshingError
 CONFIG_NAME = "graph.yaml"
 DEFAULT_MESH_DIR = "graphene_meshes"
 BACKENDS = ("embedded",)
+_MESH_DIR = re.compile(r"^[A-Za-z0-9_.-]+$")
 
 # Batch and per-layer resource defaults; later issues (DAG, SQS, Kubernetes) read these.
 DEFAULT_BATCHES: dict[str, Any] = {"chunks_per_batch": 64, "max_map_length": 1024}
@@ -152,13 +154,22 @@ def load_config(path: str | Path) -> GraphConfig:
         raise ConfigError(f"{source}: field 'mesh.max_error' must be > 0 nm, got {max_error}")
     if n_layers < 2:
         raise ConfigError(f"{source}: field 'n_layers' must be >= 2, got {n_layers}")
+    mesh_dir = str(mesh.get("dir", DEFAULT_MESH_DIR))
+    if not _MESH_DIR.match(mesh_dir) or mesh_dir in (".", ".."):
+        raise ConfigError(
+            f"{source}: field 'mesh.dir' is {mesh_dir!r}; it must be one folder name inside the "
+            f"watershed layer (letters, digits, '_', '-', '.'), e.g. {DEFAULT_MESH_DIR}"
+        )
+    for key in ("batches", "layers"):
+        if not isinstance(data.get(key) or {}, dict):
+            raise ConfigError(f"{source}: field '{key}' must be a mapping")
     return GraphConfig(
         source=source.resolve(),
         name=str(data.get("name") or base.name),
         backend=backend,
         graph_path=_resolve(str(_require(graph, "path", source)), base),
         watershed=_resolve(str(_require(data, "watershed", source)), base),
-        mesh_dir=str(mesh.get("dir", DEFAULT_MESH_DIR)),
+        mesh_dir=mesh_dir,
         mip=mip,
         max_error=max_error,
         verify=bool(mesh.get("verify", False)),

@@ -12,6 +12,8 @@ _UNIX = re.compile(r"^-?\d+(\.\d+)?$")
 _RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$")
 
 
+_MIN_SECONDS = datetime(1, 1, 2, tzinfo=UTC).timestamp()
+_MAX_SECONDS = datetime(9999, 12, 31, tzinfo=UTC).timestamp()
 _HINT = "give RFC 3339 (e.g. 2021-03-01T00:00:00Z) or Unix seconds"
 
 
@@ -24,10 +26,10 @@ def parse_timestamp(value: str | float | int | None) -> float:
     if value is None:
         return now()
     if isinstance(value, int | float):
-        return float(value)
+        return _in_range(float(value), value)
     text = str(value).strip()
     if _UNIX.match(text):
-        return float(text)
+        return _in_range(float(text), value)
     if _RFC3339.match(text):
         normalised = text.replace("z", "Z").replace("Z", "+00:00").replace("t", "T")
         try:
@@ -35,6 +37,15 @@ def parse_timestamp(value: str | float | int | None) -> float:
         except ValueError as exc:
             raise TimestampError(f"malformed timestamp {value!r} ({exc}): {_HINT}") from exc
     raise TimestampError(f"malformed timestamp {value!r}: {_HINT}")
+
+
+def _in_range(seconds: float, value: object) -> float:
+    """Unix seconds a calendar can show (years 1..9999); milliseconds are the usual mistake."""
+    if not _MIN_SECONDS <= seconds <= _MAX_SECONDS:
+        raise TimestampError(
+            f"timestamp {value!r} is outside years 1..9999 (milliseconds instead of seconds?): {_HINT}"
+        )
+    return seconds
 
 
 def now() -> float:

@@ -53,12 +53,30 @@ def meshed(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_procedure_flags_mesh_a_subrange(meshed: Path):
     # the seed's flags, --cg_name replaced by --graph; end is exclusive: 2 x 1 x 1 chunks
     proc = run(
-        "mesh", "--layer", "2", "--chunk_start", "0", "0", "0", "--chunk_end", "2", "1", "1",
-        "--mip", "0", "--skip_cache", "--graph", str(meshed), "--timestamp", "2100-01-01T00:00:00Z",
+        "mesh",
+        "--layer",
+        "2",
+        "--chunk_start",
+        "0",
+        "0",
+        "0",
+        "--chunk_end",
+        "2",
+        "1",
+        "1",
+        "--mip",
+        "0",
+        "--skip_cache",
+        "--graph",
+        str(meshed),
+        "--timestamp",
+        "2100-01-01T00:00:00Z",
         "-q",
     )
     assert "2 chunks" in proc.stdout
-    shards = sorted(p.name for p in (meshed.parent / "watershed/graphene_meshes/initial/2").iterdir())
+    shards = sorted(
+        p.name for p in (meshed.parent / "watershed/graphene_meshes/initial/2").iterdir()
+    )
     # chunk position numbers of chunks (0,0,0) and (1,0,0) with 10 spatial bits
     assert set(shards) <= {"0-0.shard", f"{1 << 20}-0.shard"} and shards
 
@@ -82,6 +100,11 @@ def test_whole_layer_then_info(meshed: Path):
 )
 def test_bad_mesh_input_is_one_line(meshed: Path, args: list[str], fragments: list[str]):
     assert_one_line_error(run("mesh", "--graph", str(meshed), *args, check=False), *fragments)
+
+
+def test_usage_mistakes_are_one_line():
+    proc = run("mesh", "--graph", "g.yaml", "--layer", "2", "--chunk_start", "0", "0", check=False)
+    assert_one_line_error(proc, "--chunk_start", "expected 3 arguments")
 
 
 def test_missing_config_is_one_line(tmp_path: Path):

@@ -27,3 +27,9 @@ def test_malformed_is_one_line_error(bad):
 def test_round_trip():
     assert format_timestamp(1614556800.0) == "2021-03-01T00:00:00Z"
     assert parse_timestamp(format_timestamp(1614556800.25)) == 1614556800.25
+
+
+@pytest.mark.parametrize("millis", ["1614556800000", 1614556800000])
+def test_milliseconds_are_refused(millis):
+    with pytest.raises(TimestampError, match="milliseconds instead of seconds"):
+        parse_timestamp(millis)
