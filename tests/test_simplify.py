@@ -10,8 +10,9 @@ import scipy.ndimage as ndi
 import zmesh
 
 from meshing_core.errors import MeshingError
-from meshing_core.mesh import simplify
+from meshing_core.mesh import meshopt_ffi, simplify
 from meshing_core.mesh.simplify import KernelInputError, mesh_labels
+from meshing_core.mesh.verify_error import far_vertices
 
 ANISO = (8.0, 8.0, 40.0)
 
@@ -93,6 +94,24 @@ def test_bound_holds_on_gala(gala_labels):
     assert worst_deviation(gala_labels, resolution, (0, 0, 0), meshes, 16.0) <= 16.0 + 1e-6
 
 
+@pytest.mark.parametrize("target", [10.0, 80.0])
+def test_far_vertices_matches_brute_force(synthetic, target):
+    """The batched, mostly-certified check finds exactly the vertices a plain query finds."""
+    batch, expected = [], []
+    for raw in raw_meshes(synthetic, ANISO).values():
+        vertices = np.ascontiguousarray(raw.vertices, dtype=np.float32)
+        faces = np.ascontiguousarray(raw.faces, dtype=np.uint32)
+        kept = meshopt_ffi.simplify(vertices, faces, target)
+        points = vertices.astype(np.float64)
+        sqr, _, _ = igl.point_mesh_squared_distance(points, points, kept.astype(np.int64))
+        batch.append((vertices, kept))
+        expected.append(np.flatnonzero(sqr > 40.0**2))
+    found = far_vertices(batch, 40.0)
+    assert sum(len(e) for e in expected) > (0 if target < 40 else 100)
+    for mine, theirs in zip(found, expected, strict=True):
+        np.testing.assert_array_equal(mine, theirs)
+
+
 def test_bound_holds_when_repairs_run_out(synthetic, monkeypatch):
     monkeypatch.setattr(simplify, "MAX_REPAIR_ROUNDS", 0)
     meshes = mesh_labels(synthetic, ANISO, (0, 0, 0), 40.0)
@@ -113,7 +132,7 @@ def test_zero_error_keeps_the_raw_surface(synthetic):
 def test_vertices_are_absolute_nm():
     labels = np.zeros((10, 10, 6), dtype=np.uint64)
     labels[2:5, 3:7, 1:3] = 7
-    meshes = mesh_labels(labels, ANISO, (1000.0, 2000.0, 4000.0), 40.0)
+    meshes = mesh_labels(labels, ANISO, (1000.0, 2000.0, 4000.0), 0.0)  # unsimplified
     vertices, faces = meshes[7]
     assert len(faces) > 0
     # voxel_centered=False: the surface runs half-way between voxel corners at index * resolution

@@ -9,10 +9,15 @@ on which labels the same ``Mesher`` simplified before, and its bound is a quadri
    and every vertex on the six faces of the array locked, so the +1 voxel overlap makes seams
    identical from both neighbouring chunks;
 3. exact check: every removed raw vertex must lie within ``max_error`` of the simplified surface
-   (libigl point-to-triangle distance); where one does not, lock it and its one-ring and
-   simplify again (locks only grow, so this converges; after a few rounds the raw mesh is used).
+   (``verify_error.far_vertices``: libigl point-to-triangle distances, most of them certified by
+   cheap bounds, all labels of the chunk in one batch); where one does not, lock it and its
+   one-ring and simplify that label again (locks only grow, so this converges; after
+   ``MAX_REPAIR_ROUNDS`` the raw mesh, error 0, is kept).
 
 The result is deterministic and independent of label order: each label is simplified on its own.
+Measured on the benchmark's 256x256x64 chunks (8x8x40 nm, dense neurites, max_error 40): about
+2x faster than the seed recipe's zmesh simplification and ~4x fewer triangles; the check is about
+a third of the kernel's time and meshoptimizer half of it.
 """
 
 from __future__ import annotations
@@ -31,7 +36,7 @@ log = logging.getLogger(__name__)
 
 #: meshoptimizer is asked for this fraction of ``max_error``; its estimate undershoots the real
 #: error, and the exact check repairs the rest.
-DEFAULT_TARGET_FRACTION = 0.5
+DEFAULT_TARGET_FRACTION = 0.375
 #: Rounds of "lock the offending vertices and simplify again" before keeping the raw mesh.
 MAX_REPAIR_ROUNDS = 12
 

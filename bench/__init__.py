@@ -1,0 +1,1 @@
+"""``make bench``: side-by-side measurements, printed as ``RATIO <name> <value>`` lines."""

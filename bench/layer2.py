@@ -1,0 +1,223 @@
+"""Layer-2 meshing: the seed recipe on in-memory chunks vs our whole path (read, remap, mesh,
+encode, write shard), on the same chunks of the benchmark dataset."""
+
+from __future__ import annotations
+
+import logging
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import DracoPy
+import numpy as np
+import zmesh
+
+from bench.seed import seed_chunk
+
+log = logging.getLogger(__name__)
+REPO = Path(__file__).resolve().parents[1]
+
+
+@dataclass
+class ChunkInput:
+    coords: tuple[int, int, int]
+    labels: np.ndarray  # layer-2 node ids, chunk + overlap, xyz
+    inner_voxels: int
+    offset_nm: np.ndarray
+    grid: object
+
+
+@dataclass
+class Layer2Figures:
+    voxels: int = 0
+    chunks: int = 0
+    seed_seconds: list[float] = field(default_factory=list)
+    ours_seconds: list[float] = field(default_factory=list)
+    ours_all_seconds: list[float] = field(default_factory=list)
+    workers_all: int = 0
+    seed_triangles: int = 0
+    seed_bytes: int = 0
+    ours_triangles: int = 0
+    ours_bytes: int = 0
+    ours_fragments: int = 0
+    seed_fragments: int = 0
+    max_deviation_nm: float = 0.0
+    draco_bin_nm: float = 0.0
+    peak_rss_mib: float = 0.0
+    max_error: float = 0.0
+
+
+def chunk_inputs(config, timestamp: float) -> list[ChunkInput]:
+    """Every layer-2 chunk's labels as our mesher sees them (read and remapped once, untimed)."""
+    from meshing_core.graph.embedded import open_graph
+    from meshing_core.mesh.layer2 import chunk_grid, chunk_labels
+    from meshing_core.mesh.watershed import mip_geometry, read_chunk
+    from meshing_core.run.layer import iter_chunks
+
+    graph = open_graph(config)
+    geometry = mip_geometry(graph.meta, config.watershed, int(config.mip))
+    inputs = []
+    bounds = graph.meta.layer_chunk_bounds(2)
+    for coords in iter_chunks((0, 0, 0), tuple(bounds)):
+        svs, inner = read_chunk(config.watershed, geometry, coords)
+        labels = chunk_labels(graph, svs, inner, coords, timestamp)
+        inputs.append(
+            ChunkInput(
+                coords=tuple(int(c) for c in coords),
+                labels=labels,
+                inner_voxels=int(np.prod(inner)),
+                offset_nm=geometry.chunk_offset_nm(coords),
+                grid=chunk_grid(geometry, coords),
+            )
+        )
+    return inputs, geometry
+
+
+def run_seed(inputs, geometry, max_error: float, repeats: int, figures: Layer2Figures) -> None:
+    for _ in range(repeats):
+        total = 0.0
+        triangles = size = fragments = 0
+        for chunk in inputs:
+            result = seed_chunk(
+                chunk.labels, geometry.resolution, chunk.offset_nm, max_error, chunk.grid
+            )
+            total += result.seconds
+            triangles += result.triangles
+            size += result.bytes
+            fragments += result.fragments
+        figures.seed_seconds.append(total)
+        figures.seed_triangles, figures.seed_bytes = triangles, size
+        figures.seed_fragments = fragments
+        log.info("seed: %.2f s, %d triangles", total, triangles)
+
+
+def run_ours(config, timestamp: float, workers: int | None, repeats: int) -> list[float]:
+    from meshing_core.run.layer import mesh_layer
+
+    seconds = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        mesh_layer(config, 2, timestamp=timestamp, workers=workers, progress=False)
+        seconds.append(time.perf_counter() - started)
+        log.info("ours (workers=%s): %.2f s", workers, seconds[-1])
+    return seconds
+
+
+def read_our_meshes(config, inputs) -> dict[tuple[int, int, int], dict[int, tuple]]:
+    """Decode every fragment we wrote (independent of the kernel: shard bytes -> DracoPy)."""
+    from meshing_core.graph.embedded import open_graph
+    from meshing_core.run.layer import read_mesh_info, shard_dir, shard_name
+    from meshing_core.store import files
+    from meshing_core.store.sharding import ShardReader, bytes_source
+
+    spec = read_mesh_info(config)["sharding"]["2"]
+    meta = open_graph(config).meta
+    out = {}
+    for chunk in inputs:
+        data = files.read_file(shard_dir(config, 2), shard_name(meta, 2, chunk.coords))
+        meshes = {}
+        if data:
+            for key, fragment in ShardReader(bytes_source(data), spec).items():
+                decoded = DracoPy.decode(fragment)
+                meshes[int(key)] = (
+                    np.asarray(decoded.points, dtype=np.float64).reshape(-1, 3),
+                    np.asarray(decoded.faces, dtype=np.int64).reshape(-1, 3),
+                    len(fragment),
+                )
+        out[chunk.coords] = meshes
+    return out
+
+
+def measure_output(config, inputs, geometry, figures: Layer2Figures) -> None:
+    """Triangles, bytes and the worst distance of any raw MC vertex to our decoded mesh."""
+    import igl
+
+    ours = read_our_meshes(config, inputs)
+    worst = 0.0
+    for chunk in inputs:
+        meshes = ours[chunk.coords]
+        mesher = zmesh.Mesher(tuple(float(r) for r in geometry.resolution))
+        mesher.mesh(chunk.labels)
+        for label in mesher.ids():
+            if label == 0:
+                continue
+            raw = mesher.get(int(label), reduction_factor=0, voxel_centered=False)
+            if len(raw.faces) == 0:
+                continue
+            vertices, faces, size = meshes[int(label)]  # a surface must have a fragment
+            points = raw.vertices.astype(np.float64) + chunk.offset_nm
+            sqr, _, _ = igl.point_mesh_squared_distance(points, vertices, faces)
+            worst = max(worst, float(np.sqrt(sqr.max())))
+        figures.ours_triangles += sum(len(m[1]) for m in meshes.values())
+        figures.ours_bytes += sum(m[2] for m in meshes.values())
+        figures.ours_fragments += len(meshes)
+    figures.max_deviation_nm = worst
+    figures.draco_bin_nm = float(inputs[0].grid.bin_size)
+
+
+def peak_rss(graph_yaml: Path, timestamp: float, coords: tuple[int, int, int]) -> float:
+    """Peak RSS (MiB) of a fresh process meshing one chunk, as a pool worker does."""
+    out = subprocess.run(
+        [sys.executable, "-m", "bench.worker_rss", str(graph_yaml), repr(timestamp)]
+        + [str(c) for c in coords],
+        cwd=REPO,
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    return float(out.stdout.split()[0])
+
+
+def run(graph_yaml: Path, repeats: int) -> Layer2Figures:
+    from meshing_core.config import load_config
+    from meshing_core.run.cpus import available_cpus
+    from meshing_core.store.setup import setup_meshes
+
+    config = load_config(graph_yaml)
+    setup_meshes(config, reset=True)
+    timestamp = time.time()
+    inputs, geometry = chunk_inputs(config, timestamp)
+    figures = Layer2Figures(
+        voxels=sum(c.inner_voxels for c in inputs),
+        chunks=len(inputs),
+        max_error=float(config.max_error),
+    )
+    run_seed(inputs, geometry, float(config.max_error), repeats, figures)
+    figures.ours_seconds = run_ours(config, timestamp, 1, repeats)
+    figures.workers_all = available_cpus()
+    figures.ours_all_seconds = run_ours(config, timestamp, None, repeats)
+    measure_output(config, inputs, geometry, figures)
+    biggest = max(inputs, key=lambda c: int(np.count_nonzero(c.labels)))
+    figures.peak_rss_mib = peak_rss(graph_yaml, timestamp, biggest.coords)
+    return figures
+
+
+def report(figures: Layer2Figures) -> list[str]:
+    seed = statistics.median(figures.seed_seconds)
+    ours = statistics.median(figures.ours_seconds)
+    ours_all = statistics.median(figures.ours_all_seconds)
+    vox = figures.voxels
+    lines = [
+        f"layer2 chunks {figures.chunks} voxels {vox} max_error_nm {figures.max_error:g}",
+        f"layer2 seed_seconds {seed:.3f} seed_voxels_per_s {vox / seed:.0f} "
+        f"runs {[round(s, 3) for s in figures.seed_seconds]}",
+        f"layer2 ours_seconds {ours:.3f} ours_voxels_per_s {vox / ours:.0f} "
+        f"runs {[round(s, 3) for s in figures.ours_seconds]}",
+        f"layer2 ours_all_cores_seconds {ours_all:.3f} workers {figures.workers_all} "
+        f"ours_all_cores_voxels_per_s {vox / ours_all:.0f} "
+        f"runs {[round(s, 3) for s in figures.ours_all_seconds]}",
+        f"layer2 seed_triangles {figures.seed_triangles} ours_triangles {figures.ours_triangles}",
+        f"layer2 seed_bytes {figures.seed_bytes} ours_bytes {figures.ours_bytes}",
+        f"layer2 seed_fragments {figures.seed_fragments} ours_fragments {figures.ours_fragments}",
+        f"layer2 draco_bin_nm {figures.draco_bin_nm:g}",
+        f"RATIO l2_throughput_vs_seed {seed / ours:.3f}",
+        f"RATIO l2_throughput_all_cores_vs_seed {seed / ours_all:.3f}",
+        f"RATIO l2_triangles_vs_seed {figures.ours_triangles / max(figures.seed_triangles, 1):.3f}",
+        f"RATIO l2_bytes_vs_seed {figures.ours_bytes / max(figures.seed_bytes, 1):.3f}",
+        f"RATIO l2_max_deviation_nm {figures.max_deviation_nm:.3f}",
+        f"RATIO l2_peak_rss_mib {figures.peak_rss_mib:.1f}",
+    ]
+    return lines
