@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import DracoPy
@@ -17,8 +18,9 @@ from meshing_core.mesh.layer2 import chunk_grid, mesh_chunk
 from meshing_core.mesh.watershed import mip_geometry
 from meshing_core.run.layer import LayerReport, mesh_layer, shard_dir, shard_name
 from meshing_core.store import files
-from meshing_core.store.setup import setup_meshes
+from meshing_core.store.setup import setup_meshes, static_mesh_block
 from meshing_core.store.sharding import ShardReader, bytes_source
+from meshing_core.timestamps import format_timestamp
 
 
 def _shard(config, meta, coords) -> ShardReader | None:
@@ -249,3 +251,86 @@ def test_missing_segmentation_chunk_fails_and_keeps_old_shards(example_copy: Pat
     text = _one_line(exc)
     assert "(0, 0, 0)" in text and config.watershed in text and "missing" in text
     assert files.read_file(shard_dir(config, 2), name) == before
+
+
+def _stale_shards(config, meta) -> dict[str, bytes]:
+    """A placeholder shard in every chunk of a 2x2x2 corner, to prove none is touched."""
+    names = {shard_name(meta, 2, c): b"old" for c in np.ndindex(2, 2, 2)}
+    for name, data in names.items():
+        files.write_atomic(shard_dir(config, 2), name, data)
+    return names
+
+
+def _untouched(config, names: dict[str, bytes]) -> bool:
+    return all(files.read_file(shard_dir(config, 2), n) == d for n, d in names.items())
+
+
+def test_timestamp_before_the_graph_exists_is_refused_before_any_chunk(example_copy: Path) -> None:
+    config = load_config(example_copy)
+    setup_meshes(config)
+    graph = open_graph(config)
+    created = graph.history()[0]
+    names = _stale_shards(config, graph.meta)
+    graph.close()
+    early = created - 86400.0
+    with pytest.raises(MeshingError) as exc:
+        mesh_layer(config, 2, chunk_end=(2, 2, 2), timestamp=early, workers=1, progress=False)
+    text = _one_line(exc)
+    assert format_timestamp(early) in text and format_timestamp(created) in text
+    assert "before the graph was created" in text
+    assert _untouched(config, names)
+
+
+def test_invalid_sharding_spec_is_refused_before_any_chunk(example_copy: Path) -> None:
+    config = load_config(example_copy)
+    setup_meshes(config)
+    graph = open_graph(config)
+    names = _stale_shards(config, graph.meta)
+    graph.close()
+    info = files.read_json(config.mesh_cloudpath, "info")
+    info["sharding"]["2"]["hash"] = "md5"
+    files.write_json(config.mesh_cloudpath, "info", info)
+    with pytest.raises(MeshingError) as exc:
+        mesh_layer(config, 2, chunk_end=(2, 2, 2), timestamp=1e12, workers=1, progress=False)
+    text = _one_line(exc)
+    assert "sharding spec is invalid" in text and "'md5'" in text
+    assert f"setup --graph {config.source}" in text
+    assert _untouched(config, names)
+
+
+@pytest.mark.parametrize(("field", "change"), [("max_error", 5.0), ("mip", 1)])
+def test_config_that_differs_from_the_custom_data_mesh_block(
+    example_copy: Path, field: str, change
+) -> None:
+    config = load_config(example_copy)
+    setup_meshes(config)
+    other = replace(config, **{field: getattr(config, field) + change})
+    with pytest.raises(MeshingError) as exc:
+        mesh_layer(other, 2, chunk_end=(1, 1, 1), timestamp=1e12, workers=1, progress=False)
+    text = _one_line(exc)
+    old, new = static_mesh_block(config)[field], static_mesh_block(other)[field]
+    assert f"custom data has mesh.{field} {old} but {config.source} says {new}:" in text
+    assert f"setup --graph {config.source}" in text and "--reset" in text
+
+
+def test_missing_custom_data_mesh_block_says_run_setup(example_copy: Path) -> None:
+    config = load_config(example_copy)
+    setup_meshes(config)
+    graph = open_graph(config)
+    custom = graph.custom_data()
+    custom.pop("mesh")
+    graph.set_custom_data(custom)
+    graph.close()
+    with pytest.raises(MeshingError) as exc:
+        mesh_layer(config, 2, chunk_end=(1, 1, 1), timestamp=1e12, workers=1, progress=False)
+    text = _one_line(exc)
+    assert "no mesh block" in text and f"setup --graph {config.source}" in text
+
+
+@pytest.mark.parametrize("workers", [0, -2])
+def test_workers_below_one_is_an_error(example_copy: Path, workers: int) -> None:
+    config = load_config(example_copy)
+    setup_meshes(config)
+    with pytest.raises(MeshingError) as exc:
+        mesh_layer(config, 2, chunk_end=(1, 1, 1), timestamp=1e12, workers=workers, progress=False)
+    assert _one_line(exc).startswith("--workers must be >= 1")

@@ -39,31 +39,40 @@ def test_shared_ancestor_takes_the_adjacent_in_chunk_node() -> None:
     assert out[2, :, 0].tolist() == [10, 11]
 
 
-def test_shared_ancestor_spreads_through_the_shell_then_falls_back_to_smallest() -> None:
+def test_shared_ancestor_spreads_through_the_shell_and_unconnected_pieces_get_zero() -> None:
     l2 = np.zeros((3, 6, 1), dtype=np.uint64)
     l2[1, 0, 0] = 11  # only in-chunk voxel adjacent to the shell
     l2[0, 5, 0] = 10  # the other in-chunk node of the same object, not adjacent
     l2[2, 0:3, 0] = 20  # shell piece touching 11 at y=0, reaching y=1,2 through the shell
-    l2[2, 4:6, 0] = 21  # shell piece touching no candidate: smallest candidate (10)
+    l2[2, 4:6, 0] = 21  # same object, but its shell piece connects to neither 10 nor 11
     out = resolve_overlap(l2, (2, 6, 1), {10: 100, 11: 100, 20: 100, 21: 100})
-    assert out[2, :, 0].tolist() == [11, 11, 11, 0, 10, 10]
+    assert out[2, :, 0].tolist() == [11, 11, 11, 0, 0, 0]
+
+
+def test_shared_ancestor_piece_next_to_another_object_gets_zero() -> None:
+    """A shell voxel touching only another object's node is not guessed onto its own object."""
+    l2 = np.zeros((3, 2, 1), dtype=np.uint64)
+    l2[0, 0, 0] = 10  # object A (ancestor 100): nodes 10, 11
+    l2[0, 1, 0] = 11
+    l2[1, :, 0] = 30  # object B, between A and the shell
+    l2[2, :, 0] = 20  # A-neighbour: connected to 10/11 in the graph, not by voxels here
+    out = resolve_overlap(l2, (2, 2, 1), {10: 100, 11: 100, 20: 100, 30: 300})
+    assert out[2, :, 0].tolist() == [0, 0]
 
 
 def test_spreading_stays_within_one_ancestor_group() -> None:
     l2 = np.zeros((3, 3, 1), dtype=np.uint64)
-    l2[1, 0, 0] = 11  # object A (ancestor 100): nodes 10, 11
-    l2[0, 2, 0] = 10
-    l2[1, 1, 0] = 30  # object B (ancestor 300): nodes 30, 31
-    l2[0, 0, 0] = 31
-    l2[2, 0, 0] = 40  # B-neighbour next to an A node: B's adjacency check fails
-    l2[2, 1, 0] = 20  # A-neighbour next to a B node
-    l2[2, 2, 0] = 41  # B-neighbour
+    l2[1, 0, 0] = 10  # object A (ancestor 100): nodes 10, 11
+    l2[1, 1, 0] = 11
+    l2[1, 2, 0] = 31  # object B (ancestor 300): nodes 30, 31
+    l2[0, 0, 0] = 30
+    l2[2, 0, 0] = 40  # B-neighbour next to an A node; its only shell neighbour is A's 20
+    l2[2, 1, 0] = 20  # A-neighbour next to 11
+    l2[2, 2, 0] = 41  # B-neighbour next to 31
     ancestors = {10: 100, 11: 100, 20: 100, 30: 300, 31: 300, 40: 300, 41: 300}
     out = resolve_overlap(l2, (2, 3, 1), ancestors)
-    # 20 (A) cannot copy 11 through 40 (B): no A voxel of the shell is adjacent to an A node,
-    # so it takes the smallest A candidate; B voxels likewise never take A labels.
-    assert out[2, 1, 0] == 10
-    assert out[2, 0, 0] == 30 and out[2, 2, 0] == 30
+    # 40 must not copy 11 from the settled A voxel beside it: it connects to no B node -> 0
+    assert out[2, :, 0].tolist() == [0, 11, 31]
 
 
 def test_edge_voxels_of_the_shell_are_resolved() -> None:

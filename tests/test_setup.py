@@ -11,6 +11,7 @@ from test_store_support import CHUNK, T1, make_dataset
 
 from meshing_core.errors import MeshingError
 from meshing_core.graph.embedded import open_graph
+from meshing_core.mesh.watershed import mip_geometry
 from meshing_core.store import files
 from meshing_core.store.setup import SetupError, setup_meshes
 from meshing_core.store.sharding import encode_shard, mesh_shard_spec
@@ -74,6 +75,22 @@ def test_mesh_chunk_size_follows_the_mesh_mip(tmp_path):
     assert info["mip"] == 1
     assert info["chunk_size"] == [16, 16, 16]  # mip 1 is 16 x 16 x 40 nm over base 8 x 8 x 40
     assert custom_mesh(config)["mip"] == 1
+
+
+def test_mesh_chunk_size_agrees_with_meshing_for_uneven_resolutions(tmp_path):
+    # 17 nm over 8 nm is not a whole factor: meshing (like the ChunkedGraph) downsamples by
+    # 17 // 8 = 2, so setup must write 32 // 2 = 16, not 32 // 2.125 = 15
+    config = make_dataset(tmp_path / "ds", mip=1)
+    ws = watershed_info(config)
+    ws["scales"][1]["resolution"] = [17, 17, 40]
+    files.write_json(config.watershed, "info", ws)
+    setup_meshes(config)
+    graph = open_graph(config)
+    try:
+        block = mip_geometry(graph.meta, config.watershed, 1).block_shape.tolist()
+    finally:
+        graph.close()
+    assert mesh_info(config)["chunk_size"] == block == [16, 16, 16]
 
 
 def test_minishard_bits_use_the_largest_count_over_history(tmp_path):

@@ -3,10 +3,12 @@
 Overlap voxels belong to neighbour chunks, so their layer-2 ids are not this chunk's nodes. Each
 gets the in-chunk node it is connected to in the graph: the in-chunk node with the same ancestor
 at the overlap layer. When several in-chunk nodes share that ancestor (an object leaving and
-re-entering the chunk), the voxel takes, in order: the label of its face-adjacent in-chunk voxel
-if that is one of them; else the label spreading through the overlap shell from such voxels of
-the same ancestor (nearest first, smallest label on ties); else the smallest of them. Everything
-is pure numpy so the result depends only on the input (byte-identical reruns).
+re-entering the chunk), the voxel is resolved by voxel connectivity: it takes the label of its
+face-adjacent in-chunk voxel if that is one of them; else the label spreading through the
+overlap shell from such voxels of the same ancestor (nearest first, smallest label on ties); a
+shell piece connected to none of them gets 0, as in the ChunkedGraph's own meshing (guessing a
+node would attach a surface that node does not touch). Everything is pure numpy so the result
+depends only on the input (byte-identical reruns).
 """
 
 from __future__ import annotations
@@ -80,7 +82,10 @@ def _resolve_ambiguous(
     ambiguous: dict[int, list[int]],
     ancestor_of: Mapping[int, int],
 ) -> None:
-    """Fill overlap voxels whose ancestor is shared by several in-chunk nodes (in place)."""
+    """Fill overlap voxels whose ancestor is shared by several in-chunk nodes (in place).
+
+    They arrive as 0 in ``out``; voxels connected to none of their candidates stay 0.
+    """
     amb_ids = np.array(sorted(ambiguous), dtype=np.uint64)
     todo = shell & np.isin(labels, amb_ids)
     coords = np.argwhere(todo)
@@ -141,9 +146,4 @@ def _resolve_ambiguous(
         settled[tuple(hit.T)] = True
         pending = pending[~done]
 
-    # 3. Shell pieces touching no candidate: the smallest candidate.
-    if len(pending):
-        pgroup = group[tuple(pending.T)]
-        out[tuple(pending.T)] = np.array(
-            [cand_of_group[g][0] for g in pgroup.tolist()], dtype=np.uint64
-        )
+    # 3. Shell pieces connected to no candidate keep 0 (set by the caller's remap).

@@ -68,18 +68,31 @@ def open_watershed(cloudpath: str, mip: int):  # -> CloudVolume
     return cv
 
 
-def mip_geometry(meta: GraphMeta, cloudpath: str, mip: int) -> MipGeometry:
-    """Chunk geometry at ``mip``: block shape = graph chunk size // (res(mip) / res(0))."""
-    cv = open_watershed(cloudpath, mip)
-    res = np.asarray(cv.meta.resolution(mip), dtype=np.float64)
-    base = np.asarray(cv.meta.resolution(0), dtype=np.float64)
-    factor = np.floor_divide(res, base).astype(np.int64)
-    block = np.asarray(meta.chunk_size, dtype=np.int64) // np.maximum(factor, 1)
+def block_shape_at_mip(
+    chunk_size: Sequence[int], base_resolution: Sequence[float], mip_resolution: Sequence[float]
+) -> np.ndarray:
+    """Layer-2 chunk size in voxels of a mip: chunk size // (res(mip) // res(0)).
+
+    The one place this is computed (setup's mesh info and meshing both call it), with integer
+    downsampling factors as the ChunkedGraph's meshing does, so the two can never disagree.
+    """
+    res = np.asarray(mip_resolution, dtype=np.float64)
+    base = np.asarray(base_resolution, dtype=np.float64)
+    factor = np.maximum(np.floor_divide(res, base).astype(np.int64), 1)
+    block = np.asarray(chunk_size, dtype=np.int64) // factor
     if np.any(block < 1):
         raise WatershedError(
-            f"mip {mip} (resolution {res.tolist()}) is coarser than a graph chunk "
-            f"{list(meta.chunk_size)}: mesh at a lower mip"
+            f"resolution {res.tolist()} is coarser than a graph chunk {list(chunk_size)} "
+            f"(base resolution {base.tolist()}): mesh at a lower mip"
         )
+    return block
+
+
+def mip_geometry(meta: GraphMeta, cloudpath: str, mip: int) -> MipGeometry:
+    """Chunk geometry at ``mip``: block shape from ``block_shape_at_mip``."""
+    cv = open_watershed(cloudpath, mip)
+    res = np.asarray(cv.meta.resolution(mip), dtype=np.float64)
+    block = block_shape_at_mip(meta.chunk_size, cv.meta.resolution(0), res)
     return MipGeometry(
         mip=mip,
         resolution=res,

@@ -28,6 +28,9 @@ from meshing_core.graph.embedded import open_graph
 from meshing_core.graph.protocol import GraphMeta
 from meshing_core.run.cpus import available_cpus
 from meshing_core.store import files, layout
+from meshing_core.store.setup import static_mesh_block
+from meshing_core.store.sharding import ShardFormatError, ShardSpec
+from meshing_core.timestamps import format_timestamp
 
 log = logging.getLogger(__name__)
 
@@ -99,18 +102,15 @@ def iter_chunks(start: Coords, end: Coords) -> Iterator[Coords]:
 def read_mesh_info(config: GraphConfig) -> dict[str, Any]:
     """The mesh info written by ``setup``; a one-line error if it is missing or broken."""
     where = f"{config.mesh_cloudpath.rstrip('/')}/{MESH_INFO}"
+    setup_cmd = f"`python -m meshing_core setup --graph {config.source}`"
     try:
         info = files.read_json(config.mesh_cloudpath, MESH_INFO)
     except ValueError as exc:
-        raise LayerRunError(
-            f"mesh info {where} is not JSON: re-run `python -m meshing_core setup {config.source}`"
-        ) from exc
+        raise LayerRunError(f"mesh info {where} is not JSON: re-run {setup_cmd}") from exc
     except Exception as exc:  # noqa: BLE001 - unreachable storage is reported, not crashed on
         raise LayerRunError(f"cannot read mesh info {where} ({type(exc).__name__})") from exc
     if info is None:
-        raise LayerRunError(
-            f"mesh info {where} not found: run `python -m meshing_core setup {config.source}` first"
-        )
+        raise LayerRunError(f"mesh info {where} not found: run {setup_cmd} first")
     if not isinstance(info, dict):
         raise LayerRunError(f"mesh info {where} is not a JSON object: re-run setup")
     return info
@@ -138,7 +138,55 @@ def check_mesh_info(
         raise LayerRunError(
             f"mesh info {where} has no sharding spec for layer {layer}: re-run setup"
         )
+    try:
+        ShardSpec.parse(spec)
+    except ShardFormatError as exc:
+        raise LayerRunError(
+            f"mesh info {where}: layer {layer}'s {exc}: re-run "
+            f"`python -m meshing_core setup --graph {config.source}` (with --reset if shards exist)"
+        ) from exc
     return spec
+
+
+def check_timestamp(history: Sequence[float], timestamp: float) -> None:
+    """Refuse a time before the graph existed: every chunk would be empty and lose its shard."""
+    if history and float(timestamp) < min(float(t) for t in history):
+        created = format_timestamp(min(float(t) for t in history))
+        raise LayerRunError(
+            f"timestamp {format_timestamp(float(timestamp))} is before the graph was created "
+            f"({created}): give a timestamp at or after {created}"
+        )
+
+
+def check_custom_data(custom: dict[str, Any], config: GraphConfig) -> None:
+    """The graph's ``mesh`` custom data (written by setup) must describe this config's meshes.
+
+    Viewers find and read the meshes through it, so meshing with other settings than it names
+    would publish meshes nobody can locate or trust.
+    """
+    setup_cmd = f"`python -m meshing_core setup --graph {config.source}`"
+    stored = custom.get("mesh")
+    if not isinstance(stored, dict) or not stored:
+        raise LayerRunError(f"the graph's custom data has no mesh block: run {setup_cmd} first")
+    want = static_mesh_block(config)
+    for field in ("dir", "mip", "max_error"):
+        have = stored.get(field)
+        try:
+            same = have is not None and (
+                float(have) == float(want[field]) if field != "dir" else have == want[field]
+            )
+        except (TypeError, ValueError):
+            same = False
+        if not same:
+            raise LayerRunError(
+                f"the graph's custom data has mesh.{field} {have!r} but {config.source} says "
+                f"{want[field]!r}: re-run {setup_cmd} (with --reset if shards exist)"
+            )
+
+
+def check_workers(workers: int | None) -> None:
+    if workers is not None and int(workers) < 1:
+        raise LayerRunError(f"--workers must be >= 1 (got {workers})")
 
 
 def check_config(config: GraphConfig, meta: GraphMeta) -> None:
@@ -257,6 +305,7 @@ def mesh_layer(
     from meshing_core.mesh.watershed import mip_geometry
 
     started = time.monotonic()
+    check_workers(workers)
     graph = open_graph(config)
     try:
         meta = graph.meta
@@ -265,13 +314,15 @@ def mesh_layer(
             raise LayerRunError(f"layer {layer} stitching is not implemented yet")
         start, end = chunk_range(meta, layer, chunk_start, chunk_end)
         check_config(config, meta)
+        check_timestamp(graph.history(), timestamp)
         info = read_mesh_info(config)
+        check_custom_data(graph.custom_data(), config)
         geometry = mip_geometry(meta, config.watershed, int(config.mip))
         spec = check_mesh_info(info, config, geometry.block_shape.tolist(), layer)
 
         tasks = list(iter_chunks(start, end))
         count = len(tasks)
-        n_workers = max(1, min(int(workers or available_cpus()), count))
+        n_workers = min(available_cpus() if workers is None else int(workers), count)
         target = shard_dir(config, layer)
         log.info(
             "layer %d: meshing %d chunks %s..%s at t=%s with %d worker(s) into %s",

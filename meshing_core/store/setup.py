@@ -13,11 +13,10 @@ import json
 import logging
 from typing import Any
 
-import numpy as np
-
 from meshing_core.config import GraphConfig
 from meshing_core.errors import MeshingError
 from meshing_core.graph.embedded import open_graph
+from meshing_core.mesh.watershed import block_shape_at_mip
 from meshing_core.store import files, layout
 from meshing_core.store.sharding import mesh_shard_spec, minishard_bits_for
 
@@ -37,11 +36,8 @@ class SetupError(MeshingError):
 def mesh_chunk_size(
     graph_chunk_size: tuple[int, int, int], scales: list[dict[str, Any]], mip: int
 ) -> list[int]:
-    """Layer-2 chunk size in voxels of mesh mip ``mip``: chunk // (res(mip) / res(0))."""
-    base = np.asarray(scales[0]["resolution"], dtype=np.float64)
-    at_mip = np.asarray(scales[mip]["resolution"], dtype=np.float64)
-    factor = at_mip / base
-    size = (np.asarray(graph_chunk_size, dtype=np.float64) // factor).astype(np.int64)
+    """Layer-2 chunk size in voxels of mesh mip ``mip``, exactly as meshing computes it."""
+    size = block_shape_at_mip(graph_chunk_size, scales[0]["resolution"], scales[mip]["resolution"])
     return [int(v) for v in size]
 
 
