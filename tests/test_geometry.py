@@ -1,8 +1,13 @@
-"""Geometry of layer-2 meshes on the real example: seams, error bound, grid, edits over time."""
+"""Geometry of layer-2 meshes: seams, error bound, grid, edits over time.
+
+Run on the example built from the real gala crop and on the synthetic volume it falls back to
+without the gala files.
+"""
 
 from __future__ import annotations
 
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
 import DracoPy
@@ -11,6 +16,7 @@ import numpy as np
 import pytest
 import zmesh
 
+from meshing_core.build import example
 from meshing_core.config import load_config
 from meshing_core.graph.embedded import open_graph
 from meshing_core.mesh.layer2 import chunk_grid, chunk_labels
@@ -43,11 +49,26 @@ def _fragments(config, meta, coords) -> dict[int, bytes]:
     return dict(ShardReader(bytes_source(data), spec).items())
 
 
-@pytest.fixture(scope="module")
-def dataset(example_dir: Path, tmp_path_factory: pytest.TempPathFactory):
-    root = tmp_path_factory.mktemp("geometry") / "example"
-    shutil.copytree(example_dir, root)
+def _synthetic_example(out: Path) -> Path:
+    """The example as a clone without the gala files builds it: from the synthetic volume."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(example, "GALA", out.parent / "no-gala-here")
+        example.build_example(out, progress=False)
+    return out
+
+
+@pytest.fixture(scope="module", params=["gala", "synthetic"])
+def dataset(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory):
+    """The example dataset, from the real gala crop and from the synthetic fallback."""
+    root = tmp_path_factory.mktemp(f"geometry-{request.param}") / "example"
+    if request.param == "gala":
+        if not (example.GALA / "train-ws.lzf.h5").exists():
+            pytest.skip("the shared gala crop is not beside this clone")
+        shutil.copytree(request.getfixturevalue("example_dir"), root)
+    else:
+        _synthetic_example(root)
     config = load_config(root)
+    assert config.name == {"gala": "gala-train", "synthetic": "synthetic-example"}[request.param]
     setup_meshes(config)
     graph = open_graph(config)
     return config, graph
@@ -65,20 +86,6 @@ def meshed(dataset):
             workers=1, progress=False,
         )  # fmt: skip
     return config, graph, ts, {c: _fragments(config, graph.meta, c) for c in chunks}
-
-
-def _raw_meshes(config, graph, geometry, coords, ts) -> dict[int, tuple[np.ndarray, np.ndarray]]:
-    """The chunk's meshes before draco: the same steps ``mesh_chunk`` takes."""
-    svs, inner = read_chunk(config.watershed, geometry, coords)
-    labels = chunk_labels(graph, svs, inner, coords, ts)
-    nodes = np.unique(labels)
-    nodes = nodes[nodes != 0]
-    compact = np.searchsorted(nodes, labels).astype(np.uint32) + 1
-    compact[labels == 0] = 0
-    meshes = mesh_labels(
-        compact, geometry.resolution, geometry.chunk_offset_nm(coords), float(config.max_error)
-    )
-    return {int(nodes[k - 1]): mesh for k, mesh in meshes.items()}
 
 
 def _on_plane(
@@ -106,21 +113,123 @@ def _on_plane(
     return out
 
 
+def _raw_meshes(config, geometry, labels, coords) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+    """The chunk's meshes before draco, from its resolved labels: the steps ``mesh_chunk`` takes."""
+    nodes = np.unique(labels)
+    nodes = nodes[nodes != 0]
+    compact = np.searchsorted(nodes, labels).astype(np.uint32) + 1
+    compact[labels == 0] = 0
+    meshes = mesh_labels(
+        compact, geometry.resolution, geometry.chunk_offset_nm(coords), float(config.max_error)
+    )
+    return {int(nodes[k - 1]): mesh for k, mesh in meshes.items()}
+
+
+def _lookup(keys: np.ndarray, values: np.ndarray, query: np.ndarray) -> np.ndarray:
+    """``values[i]`` where ``query == keys[i]`` (``keys`` sorted, every query present)."""
+    return values[np.searchsorted(keys, query)]
+
+
+@dataclass
+class Slab:
+    """The shared slab (the right chunk's first voxel layer = the left chunk's overlap layer).
+
+    Computed here from the watershed and the graph alone, following DESIGN.md's overlap rule:
+    the right chunk labels each voxel with its own layer-2 node; the left chunk labels it with
+    its in-chunk node of the same ancestor at the overlap layer, or 0 when it has none. Voxels
+    whose ancestor several in-chunk nodes share are resolved by voxel connectivity
+    (``test_layer2_overlap`` covers that); they are marked ``ambiguous`` and compared nowhere.
+    """
+
+    right_node: np.ndarray  # layer-2 id in the right chunk (0: background)
+    left_node: np.ndarray  # in-chunk node of the left chunk that labels it (0: none)
+    root: np.ndarray  # root of right_node at the timestamp (0: background)
+    ambiguous: np.ndarray  # bool
+
+
+def _shared_slab(graph, svs_a, inner_a, svs_b, inner_b, a, axis: int, ts: float) -> Slab:
+    n = [int(v) for v in inner_b]
+    box = [slice(0, n[i]) for i in range(3)]
+    at_b, at_a = list(box), list(box)
+    at_b[axis], at_a[axis] = 0, int(inner_a[axis])
+    slab = np.asarray(svs_b[tuple(at_b)], dtype=np.uint64)
+    assert np.array_equal(np.asarray(svs_a[tuple(at_a)], dtype=np.uint64), slab)
+    svs = np.unique(slab)
+    l2 = graph.l2_ids(svs, ts)
+    right_node = _lookup(svs, l2, slab)
+
+    layer = graph.meta.overlap_layer(a)
+    inside = np.unique(svs_a[: inner_a[0], : inner_a[1], : inner_a[2]])
+    inside = np.unique(graph.l2_ids(inside[inside != 0], ts))
+    inside_anc = graph.ancestors(inside, layer, ts)
+    nodes = np.unique(right_node[right_node != 0])
+    anc = graph.ancestors(nodes, layer, ts)
+    roots = graph.roots(nodes, ts)
+    label = np.zeros(len(nodes), dtype=np.uint64)
+    several = np.zeros(len(nodes), dtype=bool)
+    for i, ancestor in enumerate(anc.tolist()):
+        candidates = inside[inside_anc == ancestor]
+        label[i] = candidates[0] if len(candidates) == 1 else 0
+        several[i] = len(candidates) > 1
+    keys = np.concatenate([np.zeros(1, dtype=np.uint64), nodes])
+
+    def at(values: np.ndarray, zero) -> np.ndarray:
+        values = np.asarray(values)
+        return _lookup(
+            keys, np.concatenate([np.array([zero], dtype=values.dtype), values]), right_node
+        )
+
+    return Slab(right_node, at(label, 0), at(roots, 0), at(several, False))
+
+
+def _same_labelling(slab: Slab, root: int) -> bool:
+    """Both chunks label the same slab voxels ``root``, split into nodes the same way.
+
+    Then marching cubes puts the same vertices on the plane for ``root`` from both sides (they
+    are locked through simplification): in-slab edges between a voxel of one of its nodes and
+    any other label.
+    """
+    right = slab.root == root
+    left = (slab.left_node != 0) & right
+    if not np.array_equal(left, right) or slab.ambiguous[right].any():
+        return False
+    pairs = np.unique(np.stack([slab.right_node[right], slab.left_node[right]]), axis=1)
+    return len(np.unique(pairs[0])) == len(np.unique(pairs[1])) == pairs.shape[1]
+
+
 def test_seams_match_per_object(meshed) -> None:
     """Per root, the vertices on a shared chunk plane are the same from both chunks.
 
-    Compared before quantisation (exact floats), then through draco: each such vertex, snapped to
-    the shared grid, is a decoded vertex of both chunks' fragments of that root.
+    The rule guarantees this only for roots that both chunks label on the same slab voxels: an
+    object whose piece on the right side of the plane has no in-chunk node of the same
+    overlap-layer ancestor on the left is 0 in the left chunk's overlap, and only the right chunk
+    closes it on the plane (the ChunkedGraph's own meshing does the same). Those roots are
+    compared; they must be most roots crossing the plane. Compared before quantisation (exact
+    floats), then through draco: each such vertex, snapped to the shared grid, is a decoded
+    vertex of both chunks' fragments of that root.
     """
     config, graph, ts, fragments = meshed
     geometry = mip_geometry(graph.meta, config.watershed, config.mip)
-    checked = 0
+    checked = compared_total = 0
     for a, b in PAIRS:
         axis = next(i for i in range(3) if a[i] != b[i])
         start_b, _, _ = geometry.chunk_box(b)
         plane = float(start_b[axis] * geometry.resolution[axis])
-        raw_a = _raw_meshes(config, graph, geometry, a, ts)
-        raw_b = _raw_meshes(config, graph, geometry, b, ts)
+        svs_a, inner_a = read_chunk(config.watershed, geometry, a)
+        svs_b, inner_b = read_chunk(config.watershed, geometry, b)
+        labels_a = chunk_labels(graph, svs_a, inner_a, a, ts)
+        labels_b = chunk_labels(graph, svs_b, inner_b, b, ts)
+        slab = _shared_slab(graph, svs_a, inner_a, svs_b, inner_b, a, axis, ts)
+
+        # The code under test labels the left chunk's overlap slab as the rule says.
+        at_a = [slice(0, int(v)) for v in inner_b]
+        at_a[axis] = int(inner_a[axis])
+        coded = labels_a[tuple(at_a)]
+        clear = ~slab.ambiguous
+        assert np.array_equal(coded[clear], slab.left_node[clear]), (a, b)
+
+        raw_a = _raw_meshes(config, geometry, labels_a, a)
+        raw_b = _raw_meshes(config, geometry, labels_b, b)
         assert set(raw_a) == set(fragments[a]) and set(raw_b) == set(fragments[b])
         nodes = sorted(set(raw_a) | set(raw_b))
         roots = dict(
@@ -129,11 +238,16 @@ def test_seams_match_per_object(meshed) -> None:
         limit = (start_b + geometry.block_shape - 1) * geometry.resolution
         left = _on_plane(raw_a, roots, axis, plane, limit)
         right = _on_plane(raw_b, roots, axis, plane, limit)
-        assert left.keys() == right.keys(), (a, b)
+
+        crossing = set(np.unique(slab.root).tolist()) - {0}
+        compared = sorted(r for r in crossing if _same_labelling(slab, r))
+        assert compared and 2 * len(compared) > len(crossing), (a, b, len(compared), crossing)
+        assert set(left) | set(right) <= crossing, (a, b)
         grid = chunk_grid(geometry, b)
         assert chunk_grid(geometry, a).bin_size == grid.bin_size
-        for root, vertices in left.items():
-            assert vertices == right[root], (a, b, root)
+        for root in compared:
+            vertices = left.get(root, set())
+            assert vertices == right.get(root, set()), (a, b, root)
             snapped = set(map(tuple, grid.snap(np.array(sorted(vertices))).tolist()))
             for side in (a, b):
                 decoded: set[tuple[float, float, float]] = set()
@@ -142,6 +256,8 @@ def test_seams_match_per_object(meshed) -> None:
                         decoded.update(map(tuple, _decode(blob)[0].tolist()))
                 assert snapped <= decoded, (side, root)
             checked += len(vertices)
+        compared_total += len(compared)
+    assert compared_total >= len(PAIRS)
     assert checked > 100  # the planes really are crossed by objects
 
 
