@@ -1,0 +1,314 @@
+"""Completion/failure records rolled up per batch, chunk order helpers, and the run journal."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import socket
+import uuid
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import pytest
+from test_store_support import T0, T1, make_dataset
+
+from meshing_core.errors import MeshingError
+from meshing_core.graph.embedded import open_graph
+from meshing_core.run import records
+from meshing_core.run.records import RecordStore, RunJournal, plan_run
+from meshing_core.store import files
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory: pytest.TempPathFactory):
+    config = make_dataset(tmp_path_factory.mktemp("records") / "ds")
+    graph = open_graph(config)
+    meta = graph.meta
+    graph.close()
+    return config, meta
+
+
+@pytest.fixture(params=["file", "mem"])
+def config(request, base, tmp_path: Path):
+    """The tiny dataset's config with its mesh dir on local files or on cloud-files' mem://."""
+    config, _ = base
+    if request.param == "file":
+        watershed = "file://" + str(tmp_path / "ws")
+    else:
+        watershed = f"mem://records-{uuid.uuid4().hex}/ws"
+    return replace(config, watershed=watershed, batches={"chunks_per_batch": 5})
+
+
+@pytest.fixture()
+def meta(base):
+    return base[1]
+
+
+def stored_names(config) -> list[str]:
+    return files.list_files(config.mesh_cloudpath, "records/")
+
+
+def test_chunk_order_matches_iter_chunks_and_round_trips(meta):
+    for layer in (2, 3, 4):
+        bounds = meta.layer_chunk_bounds(layer)
+        expected = list(itertools.product(*(range(b) for b in bounds)))  # x outermost
+        assert list(records.chunk_order(meta, layer)) == expected
+        for index, coords in enumerate(expected):
+            assert records.chunk_index(meta, layer, coords) == index
+            assert records.chunk_at(meta, layer, index) == coords
+    assert records.chunk_total(meta, 2) == 4 * 4 * 2
+    with pytest.raises(ValueError, match="outside layer 2"):
+        records.chunk_index(meta, 2, (4, 0, 0))
+
+
+def test_batches_partition_the_layer(meta):
+    size = 5
+    count = records.batch_count(meta, 2, size)
+    assert count == 7  # 32 chunks
+    chunks = [c for b in range(count) for c in records.batch_chunks(meta, 2, b, size)]
+    assert chunks == list(records.chunk_order(meta, 2))
+    assert all(
+        records.batch_of(meta, 2, c, size) == b
+        for b in range(count)
+        for c in records.batch_chunks(meta, 2, b, size)
+    )
+
+
+def test_batch_size_grows_to_respect_max_map_length(base, meta):
+    config = replace(base[0], batches={"chunks_per_batch": 2, "max_map_length": 4})
+    assert records.default_batch_size(config, meta, 2) == 8  # 32 chunks / 4 batches
+    assert records.default_batch_size(config, meta, 4) == 2
+
+
+def test_done_and_failed_records_roll_up_per_batch(config, meta):
+    store = RecordStore(config, T1, meta=meta)
+    batch0 = store.batch_chunks(2, 0)
+    assert batch0 == [(0, 0, 0), (0, 0, 1), (0, 1, 0), (0, 1, 1), (0, 2, 0)]
+    store.record_batch(
+        2,
+        0,
+        done={batch0[0]: 3, batch0[1]: 0, batch0[2]: {"fragments": 2, "bytes": 100}},
+        failed={batch0[3]: RuntimeError("corrupt child shard\n initial/2/1-0.shard")},
+    )
+    store.record_batch(2, 1, done={(0, 2, 1): 1})
+
+    fresh = RecordStore(config, T1, meta=meta)  # an independent reader
+    assert fresh.done_chunks(2) == {(0, 0, 0): 3, (0, 0, 1): 0, (0, 1, 0): 2, (0, 2, 1): 1}
+    failure = fresh.failures(2)[(0, 1, 1)]
+    assert failure["error"] == "corrupt child shard initial/2/1-0.shard"
+    assert failure["try"] == 1
+    assert fresh.layer_summary(2) == {
+        "layer": 2,
+        "batches_recorded": 2,
+        "chunks_done": 4,
+        "chunks_empty": 1,
+        "chunks_failed": 1,
+        "fragments": 6,
+        "bytes": 100,
+    }
+    # one object per batch (plus the frozen batch size), not one per chunk
+    key = records.timestamp_key(T1)
+    assert stored_names(config) == [
+        f"records/{key}/2/batch-00000000.json",
+        f"records/{key}/2/batch-00000001.json",
+        f"records/{key}/2/batching.json",
+    ]
+    raw = files.read_json(config.mesh_cloudpath, f"records/{key}/2/batch-00000000.json")
+    assert raw["done"]["0_0_0"]["fragments"] == 3 and raw["timestamp"] == T1
+
+
+def test_retry_counts_up_and_success_removes_failure(config, meta):
+    store = RecordStore(config, T1, meta=meta)
+    chunk = (0, 0, 1)
+    store.record_batch(2, 0, failed={chunk: "boom"})
+    store.record_batch(2, 0, failed={chunk: ValueError("boom again")})
+    assert RecordStore(config, T1, meta=meta).failures(2)[chunk]["try"] == 2
+    store.record_batch(2, 0, done={chunk: 4})
+    reader = RecordStore(config, T1, meta=meta)
+    assert reader.failures(2) == {}
+    assert reader.done_chunks(2) == {chunk: 4}
+    # a forced re-run that fails leaves no completion record (its shard is gone too)
+    store.record_batch(2, 0, failed={chunk: {"error": "oom", "try": 7}})
+    reader = RecordStore(config, T1, meta=meta)
+    assert reader.done_chunks(2) == {}
+    assert reader.failures(2)[chunk]["try"] == 7
+
+
+def test_records_merge_within_a_batch_and_reject_foreign_chunks(config, meta):
+    store = RecordStore(config, T1, meta=meta)
+    store.record_batch(2, 0, done={(0, 0, 0): 1})
+    RecordStore(config, T1, meta=meta).record_batch(2, 0, done={(0, 0, 1): 2})
+    assert store.done_chunks(2) == {(0, 0, 0): 1, (0, 0, 1): 2}
+    with pytest.raises(ValueError, match=r"chunk \[3, 3, 1\] of layer 2 is not in batch 0"):
+        store.record_batch(2, 0, done={(3, 3, 1): 1})
+
+
+def test_record_chunks_groups_by_batch_and_chunk_records_reads_only_those(config, meta):
+    @dataclass
+    class Result:  # what a layer runner reports per chunk
+        fragments: int
+        bytes: int
+
+    store = RecordStore(config, T1, meta=meta)
+    written = store.record_chunks(
+        3, done={(0, 0, 0): Result(2, 50), (1, 1, 0): Result(0, 0)}, failed={(1, 0, 0): "x"}
+    )
+    assert written == [0]  # layer 3 has 4 chunks: one batch
+    reader = RecordStore(config, T1, meta=meta)
+    assert reader.chunk_records(3, [(0, 0, 0), (1, 1, 0), (1, 0, 0), (0, 1, 0)]) == {
+        (0, 0, 0): 2,
+        (1, 1, 0): 0,
+        (1, 0, 0): None,
+        (0, 1, 0): None,
+    }
+    assert reader.is_done(3, (1, 1, 0)) and not reader.is_done(3, (1, 0, 0))
+    assert reader.layer_summary(3)["bytes"] == 50
+
+
+def test_batch_size_is_frozen_by_the_first_writer(config, meta):
+    RecordStore(config, T1, meta=meta).record_batch(2, 1, done={(0, 2, 1): 1})
+    changed = replace(config, batches={"chunks_per_batch": 3})
+    store = RecordStore(changed, T1, meta=meta)
+    assert store.batch_size(2) == 5
+    assert store.chunk_records(2, [(0, 2, 1)]) == {(0, 2, 1): 1}
+    assert RecordStore(changed, T0, meta=meta).batch_size(2) == 3  # another timestamp
+
+
+def test_timestamps_are_kept_apart_and_clear_works(config, meta):
+    RecordStore(config, T0, meta=meta).record_batch(2, 0, done={(0, 0, 0): 1})
+    later = RecordStore(config, T1, meta=meta)
+    assert later.done_chunks(2) == {}
+    later.record_batch(2, 0, done={(0, 0, 0): 5})
+    later.record_batch(3, 0, done={(0, 0, 0): 5})
+    assert later.clear(2) >= 1
+    assert later.done_chunks(2) == {}
+    assert later.done_chunks(3) == {(0, 0, 0): 5}
+    assert RecordStore(config, T0, meta=meta).done_chunks(2) == {(0, 0, 0): 1}
+
+
+def test_corrupt_record_is_a_named_error(config, meta):
+    store = RecordStore(config, T1, meta=meta)
+    store.record_batch(2, 0, done={(0, 0, 0): 1})
+    name = store.batch_name(2, 0)
+    files.write_atomic(config.mesh_cloudpath, name, b"{not json")
+    with pytest.raises(MeshingError, match=r"batch-00000000\.json is not valid JSON.*delete it"):
+        RecordStore(config, T1, meta=meta).done_chunks(2)
+
+
+def test_journal_start_finish_and_resume_plan(config, meta):
+    journal = RunJournal(config)
+    assert journal.runs() == [] and journal.last() is None
+    assert plan_run(journal, None, False, now=T1).action == "new"
+
+    RecordStore(config, T0, meta=meta).record_batch(2, 0, done={(0, 0, 0): 1})
+    journal.start(T0, 4)
+    journal.layer_done(T0, 2)
+    plan = plan_run(journal, None, False, now=T1 + 99)
+    assert (plan.action, plan.timestamp) == ("resume", T0)  # killed run: resume at its timestamp
+    assert RecordStore(config, T0, meta=meta).done_chunks(2) == {(0, 0, 0): 1}
+
+    journal.finish(T0)
+    plan = plan_run(journal, None, False, now=T1)
+    assert plan.action == "nothing" and "is finished" in plan.message and "--force" in plan.message
+    assert (plan_run(journal, None, True, now=T1).action, journal.last().timestamp) == ("rerun", T0)
+    assert plan_run(journal, T0, False, now=T1).action == "resume"
+    assert plan_run(journal, T1, False, now=T1).action == "new"
+
+    # a run at another timestamp supersedes the old one and drops its records
+    entry = journal.start(T1, 3)
+    assert entry.state == "running" and entry.max_layer == 3
+    assert [(r.timestamp, r.state) for r in journal.runs()] == [(T0, "superseded"), (T1, "running")]
+    assert RecordStore(config, T0, meta=meta).done_chunks(2) == {}
+    assert plan_run(journal, T0, False, now=T1).action == "new"
+    journal.fail(T1, RuntimeError("layer 3 failed:\n 2 chunks"))
+    last = journal.last()
+    assert last.state == "failed" and last.error == "layer 3 failed: 2 chunks"
+    assert last.layers_done == []
+    assert plan_run(journal, None, False, now=T1 + 5).timestamp == T1
+
+
+def test_journal_is_plain_json(config):
+    RunJournal(config).start(T1, 4)
+    raw = files.read_file(config.mesh_cloudpath, "runs.json")
+    entry = json.loads(raw)["runs"][0]
+    assert entry["timestamp"] == T1 and entry["state"] == "running" and entry["finished"] is None
+    with pytest.raises(MeshingError, match="no run at"):
+        RunJournal(config).finish(T0)
+
+
+def test_status_reports_per_layer_from_batch_records(config, meta):
+    from meshing_core.run.status import format_status, status
+
+    with pytest.raises(MeshingError, match="no meshing run recorded .* run --graph"):
+        status(config)
+    RunJournal(config).start(T1, 4)
+    store = RecordStore(config, T1, meta=meta)
+    store.record_batch(2, 0, done={(0, 0, 0): 3, (0, 0, 1): 0}, failed={(0, 1, 0): "bad shard"})
+    store.record_batch(3, 0, done={(0, 0, 0): {"fragments": 2, "bytes": 2048}})
+
+    report = status(config)
+    assert json.loads(json.dumps(report)) == report  # `status --json`
+    assert report["timestamp"] == T1 and report["run"]["state"] == "running"
+    layer2, layer3, layer4 = report["layers"]
+    graph = open_graph(config)
+    counts = graph.node_counts(T1)
+    graph.close()
+    assert layer2 == {
+        "layer": 2,
+        "chunks_total": 32,
+        "chunks_done": 2,
+        "chunks_empty": 1,
+        "chunks_failed": 1,
+        "nodes": counts[2],
+        "fragments": 3,
+        "bytes": 0,
+        "batches_recorded": 1,
+        "failures": [
+            {"chunk": [0, 1, 0], "error": "bad shard", "try": 1, "time": pytest.approx(0, abs=1e12)}
+        ],
+    }
+    assert (layer3["chunks_done"], layer3["bytes"], layer3["chunks_total"]) == (1, 2048, 4)
+    assert layer4["chunks_done"] == 0 and layer4["chunks_total"] == 1
+    assert status(config, T0)["layers"][0]["chunks_done"] == 0  # another timestamp
+
+    text = format_status(report)
+    assert "run at 2020-09-13T13:26:40Z: running, max layer 4" in text
+    assert "failed: layer 2 chunk [0, 1, 0] (try 1): bad shard" in text
+    assert "2.0 KiB" in text
+    lines = text.splitlines()
+    assert lines[2].split() == [
+        "layer",
+        "done",
+        "failed",
+        "total",
+        "empty",
+        "nodes",
+        "fragments",
+        "bytes",
+    ]
+    assert lines[3].split()[:5] == ["2", "2", "1", "32", "1"]
+
+
+def test_status_names_the_lease_holder(config):
+    from meshing_core.run.lease import acquire
+    from meshing_core.run.status import format_status, status
+
+    RunJournal(config).start(T1, 4)
+    lease = acquire(config, T1, heartbeat=False)
+    try:
+        report = status(config)
+        assert report["lease"]["pid"] == os.getpid() and report["lease"]["stale"] is None
+        assert f"lease held by run 2020-09-13T13:26:40Z on {socket.gethostname()}" in format_status(
+            report
+        )
+    finally:
+        lease.release()
+    assert status(config)["lease"] is None
+
+
+def test_reading_records_writes_nothing(config, meta):
+    store = RecordStore(config, T1, meta=meta)
+    assert store.chunk_records(2, [(0, 0, 0)]) == {(0, 0, 0): None}
+    assert store.done_chunks(2) == {} and store.layer_summary(2)["batches_recorded"] == 0
+    assert stored_names(config) == []
