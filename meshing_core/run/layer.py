@@ -1,8 +1,9 @@
 """Meshing a range of chunks of one layer: plan, check, mesh in a process pool, write shards.
 
-Every chunk is independent: mesh it, pack its fragments into one shard with the layer's sharding
-spec from the mesh info, and write ``<mesh dir>/initial/<layer>/<chunk position number>-0.shard``
-atomically. An empty chunk gets no shard (and loses a stale one from an earlier run, so the
+Every chunk is independent: mesh it (layer 2) or stitch it from the shards of lower layers
+(layer 3 and up, see ``meshing_core.mesh.stitch``), pack its fragments into one shard with the
+layer's sharding spec from the mesh info, and write
+``<mesh dir>/initial/<layer>/<chunk position number>-0.shard`` atomically. An empty chunk gets no shard (and loses a stale one from an earlier run, so the
 output always reflects the timestamp). Inputs are validated before any chunk is touched, and a
 failing chunk never replaces or deletes its existing shard. zmesh holds the GIL, so parallelism
 is processes.
@@ -18,6 +19,7 @@ import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass
+from dataclasses import field as dataclass_field
 from typing import Any
 
 from tqdm import tqdm
@@ -52,6 +54,8 @@ class LayerReport:
     bytes: int
     seconds: float
     shard_dir: str
+    skipped_nodes: list[int] = dataclass_field(default_factory=list)
+    """Nodes over the size limit (``mesh.max_triangles``): not written, left to their children."""
 
 
 @dataclass(frozen=True)
@@ -60,6 +64,7 @@ class ChunkResult:
     fragments: int
     bytes: int
     removed_stale: bool = False
+    skipped: tuple[int, ...] = ()
 
 
 Coords = tuple[int, int, int]
@@ -228,16 +233,26 @@ def mesh_one_chunk(
     timestamp: float,
     spec: dict[str, Any],
     graph: Any = None,
+    *,
+    sharding: dict[str, Any] | None = None,
+    max_triangles: int | None = None,
 ) -> ChunkResult:
-    """Mesh one layer-2 chunk and publish its shard (or remove a stale one if it is empty).
+    """Mesh (layer 2) or stitch (layer >= 3) one chunk and publish its shard.
 
-    ``graph`` defaults to this process's cached reader (pool workers).
+    An empty chunk removes a stale shard instead. ``graph`` defaults to this process's cached
+    reader (pool workers). Stitching reads lower layers' shards with the specs in ``sharding``
+    (layer -> spec, default: the mesh info's) and skips nodes over ``max_triangles``
+    (default: ``mesh.max_triangles`` of the config, else 2M).
     """
     from meshing_core.mesh.layer2 import mesh_chunk
     from meshing_core.store.sharding import encode_shard
 
     if graph is None:
         graph = _graph_for(config)
+    if int(layer) >= 3:
+        return _stitch_one_chunk(
+            config, int(layer), coords, timestamp, spec, graph, sharding, max_triangles
+        )
     meta = graph.meta
     target_dir = shard_dir(config, layer)
     name = shard_name(meta, layer, coords)
@@ -258,14 +273,43 @@ def mesh_one_chunk(
     return ChunkResult(coords, len(fragments), len(data))
 
 
-def _run_serial(tasks: list[Coords], args: tuple, bar: tqdm, graph: Any) -> Iterator[ChunkResult]:
+def _stitch_one_chunk(
+    config: GraphConfig,
+    layer: int,
+    coords: Coords,
+    timestamp: float,
+    spec: dict[str, Any],
+    graph: Any,
+    sharding: dict[str, Any] | None,
+    max_triangles: int | None,
+) -> ChunkResult:
+    from meshing_core.mesh.stitch import stitch_chunk
+
+    if sharding is None:
+        sharding = dict(read_mesh_info(config).get("sharding") or {})
+    sharding = {**sharding, str(layer): spec}
+    outcome = stitch_chunk(graph, config, layer, coords, timestamp, sharding, max_triangles)
+    return ChunkResult(
+        tuple(int(c) for c in coords),  # type: ignore[arg-type]
+        outcome.fragments,
+        outcome.bytes,
+        removed_stale=outcome.removed_stale,
+        skipped=outcome.skipped,
+    )
+
+
+def _run_serial(
+    tasks: list[Coords], args: tuple, kwargs: dict[str, Any], bar: tqdm, graph: Any
+) -> Iterator[ChunkResult]:
     for coords in tasks:
-        result = mesh_one_chunk(args[0], args[1], coords, args[2], args[3], graph)
+        result = mesh_one_chunk(args[0], args[1], coords, args[2], args[3], graph, **kwargs)
         bar.update(1)
         yield result
 
 
-def _run_pool(tasks: list[Coords], args: tuple, bar: tqdm, workers: int) -> Iterator[ChunkResult]:
+def _run_pool(
+    tasks: list[Coords], args: tuple, kwargs: dict[str, Any], bar: tqdm, workers: int
+) -> Iterator[ChunkResult]:
     """At most ``4 * workers`` chunks in flight, so huge ranges do not pile up futures."""
     context = multiprocessing.get_context("spawn")  # no forked SQLite handles or threads
     with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
@@ -277,7 +321,9 @@ def _run_pool(tasks: list[Coords], args: tuple, bar: tqdm, workers: int) -> Iter
                     coords = next(queue, None)
                     if coords is None:
                         break
-                    pending.add(pool.submit(mesh_one_chunk, args[0], args[1], coords, *args[2:]))
+                    pending.add(
+                        pool.submit(mesh_one_chunk, args[0], args[1], coords, *args[2:], **kwargs)
+                    )
                 if not pending:
                     break
                 done, pending = wait(pending, return_when=FIRST_COMPLETED)
@@ -301,7 +347,12 @@ def mesh_layer(
     workers: int | None = None,
     progress: bool = True,
 ) -> LayerReport:
-    """Mesh every chunk of ``layer`` in [chunk_start, chunk_end) at ``timestamp``."""
+    """Mesh every chunk of ``layer`` in [chunk_start, chunk_end) at ``timestamp``.
+
+    Layer 2 is meshed from the watershed; layers 3 and up are stitched from the shards of the
+    layers below, which must have been meshed at the same timestamp.
+    """
+    from meshing_core.mesh.stitch import StitchError, max_triangles_of
     from meshing_core.mesh.watershed import mip_geometry
 
     started = time.monotonic()
@@ -310,8 +361,6 @@ def mesh_layer(
     try:
         meta = graph.meta
         check_layer(meta, layer)
-        if int(layer) >= 3:
-            raise LayerRunError(f"layer {layer} stitching is not implemented yet")
         start, end = chunk_range(meta, layer, chunk_start, chunk_end)
         check_config(config, meta)
         check_timestamp(graph.history(), timestamp)
@@ -319,6 +368,17 @@ def mesh_layer(
         check_custom_data(graph.custom_data(), config)
         geometry = mip_geometry(meta, config.watershed, int(config.mip))
         spec = check_mesh_info(info, config, geometry.block_shape.tolist(), layer)
+        kwargs: dict[str, Any] = {}
+        if int(layer) >= 3:
+            sharding = {
+                str(k): check_mesh_info(info, config, geometry.block_shape.tolist(), k)
+                for k in range(2, int(layer) + 1)
+            }
+            try:
+                limit = max_triangles_of(config)
+            except StitchError as exc:
+                raise LayerRunError(str(exc)) from exc
+            kwargs = {"sharding": sharding, "max_triangles": limit}
 
         tasks = list(iter_chunks(start, end))
         count = len(tasks)
@@ -330,13 +390,14 @@ def mesh_layer(
         )  # fmt: skip
         args = (config, int(layer), float(timestamp), spec)
         empty = fragments = size = 0
+        skipped: list[int] = []
         with tqdm(
             total=count, desc=f"layer {layer}", unit="chunk", file=sys.stderr, disable=not progress
         ) as bar:
             if n_workers == 1:
-                results = _run_serial(tasks, args, bar, graph)
+                results = _run_serial(tasks, args, kwargs, bar, graph)
             else:
-                results = _run_pool(tasks, args, bar, n_workers)
+                results = _run_pool(tasks, args, kwargs, bar, n_workers)
             for result in results:
                 if result.fragments == 0:
                     empty += 1
@@ -345,6 +406,7 @@ def mesh_layer(
                              list(result.coords), timestamp, note)  # fmt: skip
                 fragments += result.fragments
                 size += result.bytes
+                skipped.extend(result.skipped)
     finally:
         graph.close()
     report = LayerReport(
@@ -355,6 +417,12 @@ def mesh_layer(
         bytes=size,
         seconds=round(time.monotonic() - started, 3),
         shard_dir=target,
+        skipped_nodes=sorted(skipped),
     )
+    if skipped:
+        log.warning(
+            "layer %d: %d node(s) over the size limit were not written (their children stand "
+            "for them): %s", layer, len(skipped), report.skipped_nodes,
+        )  # fmt: skip
     log.info("layer %d done: %s", layer, report)
     return report
