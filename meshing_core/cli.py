@@ -118,6 +118,59 @@ def _cmd_info(args: argparse.Namespace) -> None:
     print(describe(config, parse_timestamp(args.timestamp)))
 
 
+def _cmd_run(args: argparse.Namespace) -> None:
+    from meshing_core.config import load_config
+    from meshing_core.run.pipeline import run_graph
+    from meshing_core.timestamps import parse_timestamp
+
+    config = load_config(args.graph)
+    summary = run_graph(
+        config,
+        timestamp=parse_timestamp(args.timestamp) if args.timestamp is not None else None,
+        max_layer=args.max_layer,
+        force=args.force,
+        break_lease=args.break_lease,
+        workers=args.workers,
+        progress=not args.quiet,
+    )
+    print(summary.describe())
+
+
+def _cmd_status(args: argparse.Namespace) -> None:
+    import json
+
+    from meshing_core.config import load_config
+    from meshing_core.run.status import format_status, status
+    from meshing_core.timestamps import parse_timestamp
+
+    config = load_config(args.graph)
+    timestamp = parse_timestamp(args.timestamp) if args.timestamp is not None else None
+    facts = status(config, timestamp)
+    print(json.dumps(facts, indent=2, sort_keys=True) if args.json else format_status(facts))
+
+
+def _cmd_export_mesh(args: argparse.Namespace) -> None:
+    from meshing_core.config import load_config
+    from meshing_core.mesh.export import export_mesh
+    from meshing_core.timestamps import parse_timestamp
+
+    if (args.point is None) == (args.node is None):
+        raise MeshingError("give exactly one of --point X Y Z or --node ID")
+    config = load_config(args.graph)
+    report = export_mesh(
+        config,
+        args.out,
+        point=tuple(args.point) if args.point is not None else None,
+        node=args.node,
+        timestamp=parse_timestamp(args.timestamp) if args.timestamp is not None else None,
+    )
+    print(
+        f"node {report.node}: {report.vertices} vertices, {report.faces} faces from "
+        f"{len(report.fragments)} fragments (meshed up to layer {report.max_meshed_layer}) "
+        f"-> {report.out}"
+    )
+
+
 def _cmd_demo(args: argparse.Namespace) -> None:
     from meshing_core.demo import run_demo
 
@@ -215,6 +268,51 @@ def build_parser() -> argparse.ArgumentParser:
         help="accepted for meshing_batch.py compatibility (no cache is kept)",
     )
     p.set_defaults(func=_cmd_mesh)
+
+    p = sub.add_parser(
+        "run", parents=[common], help="setup, every layer from 2 up in order, then metadata"
+    )
+    _graph_arg(p)
+    p.add_argument(
+        "--timestamp",
+        help="graph time (default: resume the last unfinished run, else now for a first run)",
+    )
+    p.add_argument(
+        "--max-layer", dest="max_layer", type=int, help="stop at this layer (default: root)"
+    )
+    p.add_argument("--force", action="store_true", help="re-mesh chunks that are already done")
+    p.add_argument(
+        "--break-lease",
+        dest="break_lease",
+        action="store_true",
+        help="take over a stale lease left by a run that stopped heartbeating",
+    )
+    p.add_argument("--workers", type=int, help="processes (default: CPUs available)")
+    p.set_defaults(func=_cmd_run)
+
+    p = sub.add_parser(
+        "status", parents=[common], help="per layer: chunks done/failed/total, nodes, bytes"
+    )
+    _graph_arg(p)
+    p.add_argument("--timestamp", help="the run to show (default: the last run)")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=_cmd_status)
+
+    p = sub.add_parser(
+        "export-mesh", parents=[common], help="write one object's mesh as PLY or OBJ (by suffix)"
+    )
+    _graph_arg(p)
+    p.add_argument(
+        "--point",
+        nargs=3,
+        type=int,
+        metavar=("X", "Y", "Z"),
+        help="absolute mip-0 voxel of the segmentation (voxel offset included)",
+    )
+    p.add_argument("--node", type=int, help="a node id")
+    p.add_argument("--out", required=True, type=Path, help="FILE.ply or FILE.obj")
+    p.add_argument("--timestamp", help="graph time (default: the meshing time, else now)")
+    p.set_defaults(func=_cmd_export_mesh)
 
     p = sub.add_parser(
         "info", parents=[common], help="layers, chunk bounds, node counts and what is meshed"

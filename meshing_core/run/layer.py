@@ -29,6 +29,7 @@ from meshing_core.errors import MeshingError
 from meshing_core.graph.embedded import open_graph
 from meshing_core.graph.protocol import GraphMeta
 from meshing_core.run.cpus import available_cpus
+from meshing_core.run.records import RecordStore
 from meshing_core.store import files, layout
 from meshing_core.store.setup import static_mesh_block
 from meshing_core.store.sharding import ShardFormatError, ShardSpec
@@ -56,6 +57,8 @@ class LayerReport:
     shard_dir: str
     skipped_nodes: list[int] = dataclass_field(default_factory=list)
     """Nodes over the size limit (``mesh.max_triangles``): not written, left to their children."""
+    skipped_chunks: int = 0
+    """Chunks already recorded done at this timestamp, not meshed again."""
 
 
 @dataclass(frozen=True)
@@ -273,6 +276,22 @@ def mesh_one_chunk(
     return ChunkResult(coords, len(fragments), len(data))
 
 
+@dataclass(frozen=True)
+class ChunkFailure:
+    """A chunk that failed: no shard was published for it; ``error`` is what it raised."""
+
+    coords: tuple[int, int, int]
+    error: BaseException
+
+
+def attempt_chunk(*args: Any, **kwargs: Any) -> ChunkResult | ChunkFailure:
+    """``mesh_one_chunk`` that reports a failure instead of raising, so other chunks go on."""
+    try:
+        return mesh_one_chunk(*args, **kwargs)
+    except Exception as exc:  # recorded and re-raised by mesh_layer once the others are done
+        return ChunkFailure(tuple(int(c) for c in args[2]), exc)  # type: ignore[arg-type]
+
+
 def _stitch_one_chunk(
     config: GraphConfig,
     layer: int,
@@ -300,16 +319,16 @@ def _stitch_one_chunk(
 
 def _run_serial(
     tasks: list[Coords], args: tuple, kwargs: dict[str, Any], bar: tqdm, graph: Any
-) -> Iterator[ChunkResult]:
+) -> Iterator[ChunkResult | ChunkFailure]:
     for coords in tasks:
-        result = mesh_one_chunk(args[0], args[1], coords, args[2], args[3], graph, **kwargs)
+        result = attempt_chunk(args[0], args[1], coords, args[2], args[3], graph, **kwargs)
         bar.update(1)
         yield result
 
 
 def _run_pool(
     tasks: list[Coords], args: tuple, kwargs: dict[str, Any], bar: tqdm, workers: int
-) -> Iterator[ChunkResult]:
+) -> Iterator[ChunkResult | ChunkFailure]:
     """At most ``4 * workers`` chunks in flight, so huge ranges do not pile up futures."""
     context = multiprocessing.get_context("spawn")  # no forked SQLite handles or threads
     with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
@@ -322,19 +341,43 @@ def _run_pool(
                     if coords is None:
                         break
                     pending.add(
-                        pool.submit(mesh_one_chunk, args[0], args[1], coords, *args[2:], **kwargs)
+                        pool.submit(attempt_chunk, args[0], args[1], coords, *args[2:], **kwargs)
                     )
                 if not pending:
                     break
                 done, pending = wait(pending, return_when=FIRST_COMPLETED)
                 for future in done:
-                    result = future.result()  # re-raises a chunk's error here
+                    result = future.result()
                     bar.update(1)
                     yield result
         except BaseException:
             for future in pending:
                 future.cancel()
             raise
+
+
+class _Recorder:
+    """Buffers chunk outcomes and writes them as per-batch records (O(batches) objects)."""
+
+    def __init__(self, records: RecordStore | None, layer: int, every: int = 64):
+        self.records, self.layer, self.every = records, int(layer), every
+        self.done: dict[Coords, ChunkResult] = {}
+        self.failed: dict[Coords, str] = {}
+
+    def add(self, result: ChunkResult | ChunkFailure) -> None:
+        if self.records is None:
+            return
+        if isinstance(result, ChunkFailure):
+            self.failed[result.coords] = " ".join(str(result.error).split())
+        else:
+            self.done[result.coords] = result
+        if len(self.done) + len(self.failed) >= self.every:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.records is not None and (self.done or self.failed):
+            self.records.record_chunks(self.layer, self.done, self.failed)
+        self.done, self.failed = {}, {}
 
 
 def mesh_layer(
@@ -346,11 +389,15 @@ def mesh_layer(
     timestamp: float,
     workers: int | None = None,
     progress: bool = True,
+    records: RecordStore | None = None,
+    force: bool = False,
 ) -> LayerReport:
     """Mesh every chunk of ``layer`` in [chunk_start, chunk_end) at ``timestamp``.
 
     Layer 2 is meshed from the watershed; layers 3 and up are stitched from the shards of the
-    layers below, which must have been meshed at the same timestamp.
+    layers below, which must have been meshed at the same timestamp. A failing chunk does not
+    stop the others; the first failure is raised once all are done. With ``records``, chunks
+    already recorded done are skipped (unless ``force``) and every outcome is recorded.
     """
     from meshing_core.mesh.stitch import StitchError, max_triangles_of
     from meshing_core.mesh.watershed import mip_geometry
@@ -382,7 +429,12 @@ def mesh_layer(
 
         tasks = list(iter_chunks(start, end))
         count = len(tasks)
-        n_workers = min(available_cpus() if workers is None else int(workers), count)
+        already: set[Coords] = set()
+        if records is not None and not force:
+            already = set(records.done_chunks(layer)) & set(tasks)
+            tasks = [c for c in tasks if c not in already]
+        failures: list[ChunkFailure] = []
+        n_workers = max(1, min(available_cpus() if workers is None else int(workers), len(tasks)))
         target = shard_dir(config, layer)
         log.info(
             "layer %d: meshing %d chunks %s..%s at t=%s with %d worker(s) into %s",
@@ -398,7 +450,14 @@ def mesh_layer(
                 results = _run_serial(tasks, args, kwargs, bar, graph)
             else:
                 results = _run_pool(tasks, args, kwargs, bar, n_workers)
+            log_results = _Recorder(records, layer)
             for result in results:
+                log_results.add(result)
+                if isinstance(result, ChunkFailure):
+                    failures.append(result)
+                    log.error("layer-%d chunk %s failed: %s", layer, list(result.coords),
+                              " ".join(str(result.error).split()))  # fmt: skip
+                    continue
                 if result.fragments == 0:
                     empty += 1
                     note = "; removed its stale shard" if result.removed_stale else ""
@@ -407,8 +466,13 @@ def mesh_layer(
                 fragments += result.fragments
                 size += result.bytes
                 skipped.extend(result.skipped)
+            log_results.flush()
     finally:
         graph.close()
+    if failures:
+        first = failures[0]
+        first.error.add_note(f"{len(failures)} chunk(s) of layer {layer} failed")
+        raise first.error
     report = LayerReport(
         layer=int(layer),
         chunks=count,
@@ -418,6 +482,7 @@ def mesh_layer(
         seconds=round(time.monotonic() - started, 3),
         shard_dir=target,
         skipped_nodes=sorted(skipped),
+        skipped_chunks=len(already),
     )
     if skipped:
         log.warning(
