@@ -1,4 +1,4 @@
-"""`make demo`: build the example dataset, set it up, mesh layer 2, say where the shards are."""
+"""`make demo`: build the example dataset, mesh it to its root layer, say where the meshes are."""
 
 from __future__ import annotations
 
@@ -29,25 +29,26 @@ def run_demo(out: Path, *, workers: int | None = None, progress: bool = True) ->
     from meshing_core.build.example import build_example
     from meshing_core.config import load_config
     from meshing_core.info import describe
-    from meshing_core.run.layer import mesh_layer
-    from meshing_core.store.setup import setup_meshes
-    from meshing_core.timestamps import format_timestamp, now
+    from meshing_core.run.pipeline import run_graph
+    from meshing_core.run.status import format_status, status
 
     _fresh_dir(out)
     log.info("building the example dataset in %s", out)
     config_path = build_example(out, progress=progress)
     config = load_config(config_path)
-    log.info("writing mesh info, sharding specs and custom data")
-    setup_meshes(config)
-    timestamp = now()
-    report = mesh_layer(config, 2, timestamp=timestamp, workers=workers, progress=progress)
+    summary = run_graph(config, workers=workers, progress=progress)
+    if summary.timestamp is None:  # cannot happen in a fresh folder; say so if it does
+        raise RuntimeError(f"the demo run planned nothing: {summary.message}")
     print()
-    print(describe(config, timestamp))
+    print(describe(config, summary.timestamp))
     print()
+    print(summary.describe())
+    print()
+    print(format_status(status(config, summary.timestamp)))
+    print()
+    print(f"meshes are in {config.mesh_cloudpath}/initial/<layer>/")
+    print(f"inspect with: python -m meshing_core status --graph {config_path}")
     print(
-        f"layer 2 meshed at {format_timestamp(timestamp)}: {report.chunks} chunks "
-        f"({report.empty_chunks} empty), {report.fragments} fragments, {report.bytes} bytes "
-        f"in {report.seconds:.1f} s"
+        "look at one object: python -m meshing_core export-mesh "
+        f"--graph {config_path} --point 100 50 25 --out object.ply"
     )
-    print(f"shards are in {report.shard_dir}")
-    print(f"inspect with: python -m meshing_core info --graph {config_path}")
