@@ -1,4 +1,5 @@
-"""``python -m bench``: layer-2 meshing vs the seed recipe, and the builder at 1024x1024x256.
+"""``python -m bench``: layer-2 meshing vs the seed recipe, all layers of a 5-layer graph, and
+the builder at 1024x1024x256.
 
 Prints raw figures and ``RATIO <name> <value>`` lines (medians over ``--repeats`` runs).
 """
@@ -9,7 +10,7 @@ import argparse
 import logging
 import time
 
-from bench import build_large, layer2
+from bench import build_large, layer2, stitch
 from bench.dataset import DatasetSpec, build_dataset
 
 
@@ -33,6 +34,8 @@ def main() -> None:
     )
     figures = layer2.run(graph_yaml, args.repeats)
     for line in layer2.report(figures):
+        print(line, flush=True)
+    for line in stitch.report(*stitch.run()):
         print(line, flush=True)
     if not args.skip_build:
         built = build_large.measure()

@@ -1,0 +1,157 @@
+"""Meshing every layer (2..root) of a 5-layer synthetic dataset: time, output and task memory.
+
+Layers are meshed with ``mesh_layer`` and the default workers at one timestamp. Then stitching
+tasks (layer >= 3) are re-run one per fresh process (``bench.stitch_worker``) to read their
+own peak RSS: all chunks of the top two layers, and in bigger layers the chunks whose children
+hold the most shard bytes. Memory should follow the largest single node mesh a task builds,
+not the number of descendants.
+"""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from bench.dataset import OUT, DatasetSpec, build_dataset
+
+log = logging.getLogger(__name__)
+REPO = Path(__file__).resolve().parents[1]
+SPEC = DatasetSpec(chunk_size=(64, 64, 32))  # 8x8x4 layer-2 chunks: layers 2..5
+MAX_SAMPLED = 20
+FLOOR_BYTES = 16 * 2**20
+Coords = tuple[int, int, int]
+
+
+@dataclass
+class TaskMemory:
+    coords: Coords
+    peak_mib: float
+    base_mib: float
+    largest_mesh_bytes: int
+
+    @property
+    def ratio(self) -> float:
+        grown = (self.peak_mib - self.base_mib) * 2**20
+        return grown / max(self.largest_mesh_bytes, FLOOR_BYTES)
+
+
+@dataclass
+class LayerFigures:
+    layer: int
+    chunks: int
+    seconds: float
+    fragments: int
+    bytes: int
+    tasks: list[TaskMemory] = field(default_factory=list)
+    l2_peak_mib: float = 0.0
+
+    @property
+    def peak_mib(self) -> float:
+        if self.tasks:
+            return max(t.peak_mib for t in self.tasks)
+        return self.l2_peak_mib
+
+
+def shard_bytes(config, meta, layer: int, coords: Coords) -> int:
+    from meshing_core.run.layer import shard_dir, shard_name
+    from meshing_core.store import files
+
+    data = files.read_file(shard_dir(config, layer), shard_name(meta, layer, coords))
+    return len(data) if data else 0
+
+
+def children_bytes(config, meta, layer: int, coords: Coords) -> int:
+    """Shard bytes of the layer-(L-1) chunks under a layer-L chunk (fan-out 2)."""
+    from meshing_core.run.layer import iter_chunks
+
+    bounds = meta.layer_chunk_bounds(layer - 1)
+    start = tuple(2 * c for c in coords)
+    end = tuple(min(2 * c + 2, b) for c, b in zip(coords, bounds, strict=True))
+    return sum(shard_bytes(config, meta, layer - 1, c) for c in iter_chunks(start, end))
+
+
+def sample_chunks(config, meta, layer: int) -> list[Coords]:
+    from meshing_core.run.layer import iter_chunks
+
+    chunks = list(iter_chunks((0, 0, 0), tuple(meta.layer_chunk_bounds(layer))))
+    if layer >= meta.n_layers - 1 or len(chunks) <= MAX_SAMPLED:
+        return chunks
+    chunks.sort(key=lambda c: children_bytes(config, meta, layer, c), reverse=True)
+    return chunks[:MAX_SAMPLED]
+
+
+def measure_task(graph_yaml: Path, timestamp: float, layer: int, coords: Coords) -> TaskMemory:
+    out = subprocess.run(
+        [sys.executable, "-m", "bench.stitch_worker", str(graph_yaml), repr(timestamp), str(layer)]
+        + [str(c) for c in coords],
+        cwd=REPO,
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    peak, base, largest, _ = out.stdout.split()
+    return TaskMemory(coords, float(peak), float(base), int(largest))
+
+
+def run() -> tuple[DatasetSpec, float, list[LayerFigures]]:
+    """Build (or reuse) the dataset, mesh all layers, then measure stitching tasks' memory."""
+    from bench.layer2 import peak_rss
+    from meshing_core.config import load_config
+    from meshing_core.graph.embedded import open_graph
+    from meshing_core.run.layer import iter_chunks, mesh_layer
+    from meshing_core.store.setup import setup_meshes
+
+    graph_yaml, build_seconds = build_dataset(SPEC, OUT / "stitch")
+    config = load_config(graph_yaml)
+    graph = open_graph(config)
+    meta = graph.meta
+    graph.close()
+    setup_meshes(config, reset=True)
+    timestamp = time.time()
+    layers = []
+    for layer in range(2, meta.n_layers + 1):
+        report = mesh_layer(config, layer, timestamp=timestamp, progress=False)
+        layers.append(
+            LayerFigures(layer, report.chunks, report.seconds, report.fragments, report.bytes)
+        )
+        log.info("layer %d: %s", layer, report)
+    l2_chunks = iter_chunks((0, 0, 0), tuple(meta.layer_chunk_bounds(2)))
+    biggest = max(l2_chunks, key=lambda c: shard_bytes(config, meta, 2, c))
+    layers[0].l2_peak_mib = peak_rss(graph_yaml, timestamp, biggest)
+    for figures in layers[1:]:
+        for coords in sample_chunks(config, meta, figures.layer):
+            figures.tasks.append(measure_task(graph_yaml, timestamp, figures.layer, coords))
+    return SPEC, build_seconds, layers
+
+
+def report(spec: DatasetSpec, build_seconds: float, layers: list[LayerFigures]) -> list[str]:
+    lines = [
+        f"stitch dataset {spec.name} chunk {list(spec.chunk_size)} layers 2..{layers[-1].layer} "
+        f"build_seconds {build_seconds:.2f}"
+    ]
+    for f in layers:
+        line = (
+            f"stitch layer {f.layer} chunks {f.chunks} seconds {f.seconds:.3f} "
+            f"fragments {f.fragments} bytes {f.bytes} task_peak_rss_mib {f.peak_mib:.1f}"
+        )
+        if f.tasks:
+            worst = max(f.tasks, key=lambda t: t.ratio)
+            line += (
+                f" tasks_measured {len(f.tasks)} after_imports_mib {worst.base_mib:.1f} "
+                f"largest_node_mesh_bytes {max(t.largest_mesh_bytes for t in f.tasks)} "
+                f"worst_rss_ratio {worst.ratio:.3f}"
+            )
+        lines.append(line)
+    tasks = [t for f in layers[1:] for t in f.tasks]
+    worst = max(t.ratio for t in tasks) if tasks else float("nan")
+    stitch_seconds = sum(f.seconds for f in layers[1:])
+    lines += [
+        f"RATIO stitch_rss_vs_largest_mesh {worst:.3f}",
+        f"stitch_top_layer_peak_rss_mib {layers[-1].peak_mib:.1f}",
+        f"RATIO stitch_vs_l2_seconds {stitch_seconds / max(layers[0].seconds, 1e-9):.3f}",
+    ]
+    return lines
