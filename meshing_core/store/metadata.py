@@ -24,7 +24,7 @@ from meshing_core.errors import MeshingError
 from meshing_core.mesh.draco_grid import layer2_grid
 from meshing_core.mesh.watershed import block_shape_at_mip
 from meshing_core.store import files, layout
-from meshing_core.store.setup import WATERSHED_INFO, static_mesh_block
+from meshing_core.store.setup import WATERSHED_INFO, replace_mesh_block, static_mesh_block
 
 log = logging.getLogger(__name__)
 
@@ -107,15 +107,8 @@ def write_run_metadata(
     result: dict[str, Any] = {}
 
     block = run_mesh_block(config, max_layer, timestamp)
-    custom = graph.custom_data()
-    stored = dict(custom.get("mesh") or {})
-    merged = {**stored, **block}
-    if merged != stored:
-        custom["mesh"] = merged
-        graph.set_custom_data(custom)
-        result["custom_data"] = "written"
-    else:
-        result["custom_data"] = "unchanged"
+    merged = {**(graph.custom_data().get("mesh") or {}), **block}
+    result["custom_data"] = replace_mesh_block(graph, merged)
     result["mesh"] = merged
 
     new_ws = json.loads(json.dumps(ws_info))
@@ -146,15 +139,9 @@ def clear_run_metadata(config: GraphConfig, graph: Any) -> dict[str, str]:
     metadata describing meshes that are being replaced. Idempotent.
     """
     result: dict[str, str] = {}
-    custom = graph.custom_data()
-    stored = dict(custom.get("mesh") or {})
+    stored = graph.custom_data().get("mesh") or {}
     kept = {k: v for k, v in stored.items() if k not in _RUN_FIELDS}
-    if kept != stored:
-        custom["mesh"] = kept
-        graph.set_custom_data(custom)
-        result["custom_data"] = "cleared"
-    else:
-        result["custom_data"] = "unchanged"
+    result["custom_data"] = replace_mesh_block(graph, kept, changed="cleared")
     ws_info = _watershed_info(config)
     mesh_metadata = ws_info.get("mesh_metadata")
     if isinstance(mesh_metadata, dict) and "max_meshed_layer" in mesh_metadata:

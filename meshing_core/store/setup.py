@@ -144,6 +144,16 @@ def _differences(
     return found
 
 
+def replace_mesh_block(graph: Any, block: dict[str, Any], changed: str = "written") -> str:
+    """Store ``block`` as the graph's custom data ``mesh`` when it differs; say which happened."""
+    custom = graph.custom_data()
+    if (custom.get("mesh") or {}) == block:
+        return "unchanged"
+    custom["mesh"] = block
+    graph.set_custom_data(custom)
+    return changed
+
+
 def setup_meshes(config: GraphConfig, *, reset: bool = False) -> dict[str, Any]:
     """Write the mesh settings of ``config``; returns what changed (each part or 'unchanged').
 
@@ -222,12 +232,7 @@ def setup_meshes(config: GraphConfig, *, reset: bool = False) -> dict[str, Any]:
         keep_run = not reset and stored_block.get("dir") == config.mesh_dir
         block = {k: v for k, v in stored_block.items() if keep_run or k not in _RUN_FIELDS}
         block.update(new_block)
-        if block != stored_block:
-            custom["mesh"] = block
-            graph.set_custom_data(custom)
-            result["custom_data"] = "written"
-        else:
-            result["custom_data"] = "unchanged"
+        result["custom_data"] = replace_mesh_block(graph, block)
         log.info("mesh setup of %s: %s", config.name, result)
         return result
     finally:
