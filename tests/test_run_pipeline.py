@@ -169,3 +169,26 @@ def test_each_state_leaves_exactly_its_own_shards(example_dir, tmp_path, first, 
             assert keys <= alive, name
     finally:
         graph.close()
+
+
+def test_parent_without_recorded_children_is_not_stitched(example_copy):
+    from meshing_core.run.layer import mesh_layer
+    from meshing_core.run.records import RecordStore
+    from meshing_core.store.setup import setup_meshes
+
+    config = load_config(example_copy / "graph.yaml")
+    setup_meshes(config)
+    records = RecordStore(config, SPLIT_STATE)
+    # layer 2 only for x < 4: layer-3 parents with x >= 2 have unrecorded children
+    mesh_layer(config, 2, chunk_end=(4, 4, 4), timestamp=SPLIT_STATE, workers=1,
+               progress=False, records=records)  # fmt: skip
+    with pytest.raises(Exception) as err:
+        mesh_layer(config, 3, timestamp=SPLIT_STATE, workers=1, progress=False, records=records)
+    assert "has no completion record" in str(err.value) and "mesh layer 2 first" in str(err.value)
+    layer3 = example_copy / "watershed" / "graphene_meshes" / "initial" / "3"
+    written = {p.name for p in layer3.glob("*.shard")}
+    failed = set(records.failures(3))
+    done = set(records.done_chunks(3))
+    assert failed == {(x, y, z) for x in (2, 3) for y in (0, 1) for z in (0, 1)}
+    assert done == {(x, y, z) for x in (0, 1) for y in (0, 1) for z in (0, 1)}
+    assert len(written) == len(done)  # nothing was written for the failed parents

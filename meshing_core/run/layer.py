@@ -356,6 +356,37 @@ def _run_pool(
             raise
 
 
+def unrecorded_children(
+    records: RecordStore, meta: GraphMeta, layer: int, chunks: Sequence[Coords]
+) -> dict[Coords, str]:
+    """Chunks of ``layer`` with a lower-layer chunk under them that has no completion record.
+
+    A child counts as done only when its record exists: a shard alone may be left by another
+    timestamp or a half-finished run. Children may sit at any lower layer (layers are skipped),
+    so every lower layer's chunks under the parent are checked, reading O(batches) records.
+    """
+    missing: dict[Coords, str] = {}
+    for lower in range(2, layer):
+        done = set(records.done_chunks(lower))
+        bounds = meta.layer_chunk_bounds(lower)
+        span = 2 ** (layer - lower)
+        for coords in chunks:
+            if coords in missing:
+                continue
+            ranges = [
+                range(c * span, min((c + 1) * span, b)) for c, b in zip(coords, bounds, strict=True)
+            ]
+            child = next((k for k in itertools.product(*ranges) if k not in done), None)
+            if child is not None:
+                record = records.batch_name(lower, records.batch_of(lower, child))
+                missing[coords] = (
+                    f"layer-{layer} chunk {list(coords)} not stitched, nothing written: its "
+                    f"layer-{lower} child chunk {list(child)} has no completion record at this "
+                    f"timestamp ({records.root}/{record}): mesh layer {lower} first"
+                )
+    return missing
+
+
 class _Recorder:
     """Buffers chunk outcomes and writes them as per-batch records (O(batches) objects)."""
 
@@ -434,6 +465,11 @@ def mesh_layer(
             already = set(records.done_chunks(layer)) & set(tasks)
             tasks = [c for c in tasks if c not in already]
         failures: list[ChunkFailure] = []
+        blocked: list[ChunkFailure] = []  # parents whose children are not all recorded done
+        if records is not None and int(layer) >= 3:
+            missing = unrecorded_children(records, meta, int(layer), tasks)
+            blocked = [ChunkFailure(c, LayerRunError(m)) for c, m in missing.items()]
+            tasks = [c for c in tasks if c not in missing]
         n_workers = max(1, min(available_cpus() if workers is None else int(workers), len(tasks)))
         target = shard_dir(config, layer)
         log.info(
@@ -444,14 +480,19 @@ def mesh_layer(
         empty = fragments = size = 0
         skipped: list[int] = []
         with tqdm(
-            total=count, desc=f"layer {layer}", unit="chunk", file=sys.stderr, disable=not progress
+            total=count,
+            initial=len(already) + len(blocked),
+            desc=f"layer {layer}",
+            unit="chunk",
+            file=sys.stderr,
+            disable=not progress,
         ) as bar:
             if n_workers == 1:
                 results = _run_serial(tasks, args, kwargs, bar, graph)
             else:
                 results = _run_pool(tasks, args, kwargs, bar, n_workers)
             log_results = _Recorder(records, layer)
-            for result in results:
+            for result in itertools.chain(blocked, results):
                 log_results.add(result)
                 if isinstance(result, ChunkFailure):
                     failures.append(result)
