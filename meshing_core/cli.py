@@ -81,6 +81,7 @@ def _cmd_setup(args: argparse.Namespace) -> None:
 def _cmd_mesh(args: argparse.Namespace) -> None:
     from meshing_core.config import load_config
     from meshing_core.run.layer import mesh_layer
+    from meshing_core.run.records import RecordStore
     from meshing_core.timestamps import format_timestamp, parse_timestamp
 
     config = load_config(args.graph)
@@ -91,20 +92,30 @@ def _cmd_mesh(args: argparse.Namespace) -> None:
         )
     if args.skip_cache:
         log.info("--skip_cache accepted for compatibility; this mesher keeps no cache")
+    if args.chunk_index_range is not None and args.timestamp is None:
+        raise MeshingError(
+            "--chunk-index-range needs --timestamp T: a batch belongs to the run at T"
+        )
     timestamp = parse_timestamp(args.timestamp)  # resolved once for the whole command
+    # one planned batch is recorded like `run`, so a rerun at T skips its finished chunks
+    records = RecordStore(config, timestamp) if args.chunk_index_range is not None else None
     report = mesh_layer(
         config,
         args.layer,
         chunk_start=args.chunk_start,
         chunk_end=args.chunk_end,
+        chunk_indices=tuple(args.chunk_index_range) if args.chunk_index_range else None,
         timestamp=timestamp,
         workers=args.workers,
         progress=not args.quiet,
+        records=records,
+        force=args.force,
     )
+    skipped = f", {report.skipped_chunks} already done" if report.skipped_chunks else ""
     print(
         f"layer {report.layer} at {format_timestamp(timestamp)}: {report.chunks} chunks "
-        f"({report.empty_chunks} empty), {report.fragments} fragments, {report.bytes} bytes, "
-        f"{report.seconds:.1f} s"
+        f"({report.empty_chunks} empty{skipped}), {report.fragments} fragments, "
+        f"{report.bytes} bytes, {report.seconds:.1f} s"
     )
     print(f"shards: {report.shard_dir}")
 
@@ -252,6 +263,20 @@ def build_parser() -> argparse.ArgumentParser:
     _triple(p, "--chunk-start", "--chunk_start", help="first chunk (default 0 0 0)")
     _triple(
         p, "--chunk-end", "--chunk_end", help="end chunk, exclusive (default: the layer's bounds)"
+    )
+    p.add_argument(
+        "--chunk-index-range",
+        dest="chunk_index_range",
+        nargs=2,
+        type=int,
+        metavar=("A", "B"),
+        help="one planned batch: chunk indices [A, B) in the layer's fixed order (x outermost, "
+        "z fastest); recorded at --timestamp, finished chunks skipped unless --force",
+    )
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="with --chunk-index-range: re-mesh chunks already recorded done",
     )
     p.add_argument("--timestamp", help="graph time: RFC 3339 or Unix seconds (default: now)")
     p.add_argument(

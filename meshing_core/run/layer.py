@@ -29,7 +29,7 @@ from meshing_core.errors import MeshingError
 from meshing_core.graph.embedded import open_graph
 from meshing_core.graph.protocol import GraphMeta
 from meshing_core.run.cpus import available_cpus
-from meshing_core.run.records import RecordStore
+from meshing_core.run.records import RecordStore, chunk_index, chunk_order, chunk_total
 from meshing_core.store import files, layout
 from meshing_core.store.setup import static_mesh_block
 from meshing_core.store.sharding import ShardFormatError, ShardSpec
@@ -105,6 +105,36 @@ def chunk_range(
 def iter_chunks(start: Coords, end: Coords) -> Iterator[Coords]:
     """Chunks of a range in a fixed order (x outermost)."""
     yield from itertools.product(*(range(s, e) for s, e in zip(start, end, strict=True)))
+
+
+def select_chunks(
+    meta: GraphMeta,
+    layer: int,
+    start: Coords,
+    end: Coords,
+    chunk_indices: Sequence[int] | None = None,
+) -> list[Coords]:
+    """Chunks of the box [start, end), limited to an index range of the layer's chunk order."""
+    if chunk_indices is None:
+        return list(iter_chunks(start, end))
+    total = chunk_total(meta, layer)
+    first, stop = (int(i) for i in chunk_indices)
+    if not 0 <= first < stop <= total:
+        raise LayerRunError(
+            f"chunk index range {first}..{stop} is outside layer {layer}'s chunks 0..{total} "
+            "(stop exclusive): pick 0 <= start < stop <= the layer's chunk count"
+        )
+    whole = start == (0, 0, 0) and end == tuple(int(b) for b in meta.layer_chunk_bounds(layer))
+    if whole:
+        return list(chunk_order(meta, layer, first, stop))
+    # walk the box's (x, y) lines clipped to the range: O(box lines), not O(range)
+    chunks: list[Coords] = []
+    for x in range(start[0], end[0]):
+        for y in range(start[1], end[1]):
+            line = chunk_index(meta, layer, (x, y, 0))
+            z0, z1 = max(start[2], first - line), min(end[2], stop - line)
+            chunks.extend((x, y, z) for z in range(z0, z1))
+    return chunks
 
 
 def read_mesh_info(config: GraphConfig) -> dict[str, Any]:
@@ -422,8 +452,12 @@ def mesh_layer(
     progress: bool = True,
     records: RecordStore | None = None,
     force: bool = False,
+    chunk_indices: tuple[int, int] | None = None,
 ) -> LayerReport:
     """Mesh every chunk of ``layer`` in [chunk_start, chunk_end) at ``timestamp``.
+
+    ``chunk_indices`` (a half-open range in the layer's fixed chunk order, one planned batch)
+    restricts the chunks further: with a box, the chunks of the range inside the box.
 
     Layer 2 is meshed from the watershed; layers 3 and up are stitched from the shards of the
     layers below, which must have been meshed at the same timestamp. A failing chunk does not
@@ -458,11 +492,13 @@ def mesh_layer(
                 raise LayerRunError(str(exc)) from exc
             kwargs = {"sharding": sharding, "max_triangles": limit}
 
-        tasks = list(iter_chunks(start, end))
+        tasks = select_chunks(meta, int(layer), start, end, chunk_indices)
         count = len(tasks)
         already: set[Coords] = set()
         if records is not None and not force:
-            already = set(records.done_chunks(layer)) & set(tasks)
+            # only the record objects of these chunks' batches are read
+            stored = records.chunk_records(layer, tasks)
+            already = {c for c, fragments in stored.items() if fragments is not None}
             tasks = [c for c in tasks if c not in already]
         failures: list[ChunkFailure] = []
         blocked: list[ChunkFailure] = []  # parents whose children are not all recorded done
@@ -473,8 +509,10 @@ def mesh_layer(
         n_workers = max(1, min(available_cpus() if workers is None else int(workers), len(tasks)))
         target = shard_dir(config, layer)
         log.info(
-            "layer %d: meshing %d chunks %s..%s at t=%s with %d worker(s) into %s",
-            layer, count, list(start), list(end), timestamp, n_workers, target,
+            "layer %d: meshing %d chunks %s..%s%s at t=%s with %d worker(s) into %s",
+            layer, count, list(start), list(end),
+            "" if chunk_indices is None else f" indices {list(chunk_indices)}",
+            timestamp, n_workers, target,
         )  # fmt: skip
         args = (config, int(layer), float(timestamp), spec)
         empty = fragments = size = 0
