@@ -1,0 +1,301 @@
+"""The DAG factory in dags/: parsing configs into DAGs, placeholders, and a real local-mode run.
+
+Airflow runs in subprocesses with their own AIRFLOW_HOME (Airflow reads its config once per
+process, so keeping it out of the pytest process leaves other tests untouched).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+DAGS = REPO / "dags"
+CONFIGS = Path(__file__).resolve().parent / "dag_configs"
+
+PARSE = """
+import json, os
+from airflow.dag_processing.dagbag import DagBag
+bag = DagBag(dag_folder=os.environ["AIRFLOW__CORE__DAGS_FOLDER"])
+out = {"errors": {k: str(v) for k, v in bag.import_errors.items()}, "dags": {}}
+for dag in bag.dags.values():
+    groups = sorted(g for g in dag.task_group.get_task_group_dict() if g)
+    tasks = {t.task_id: {"retries": t.retries, "pool": t.pool,
+                         "retry_delay": t.retry_delay.total_seconds(),
+                         "timeout": t.execution_timeout and t.execution_timeout.total_seconds(),
+                         "trigger_rule": getattr(t.trigger_rule, "value", t.trigger_rule),
+                         "upstream": sorted(t.upstream_task_ids)}
+             for t in dag.tasks}
+    out["dags"][dag.dag_id] = {"description": dag.description, "groups": groups,
+        "tasks": tasks, "max_active_runs": dag.max_active_runs,
+        "schedule": type(dag.timetable).__name__,
+        "params": {k: dag.params.get_param(k).resolve(suppress_exception=True)
+                   for k in dag.params}}
+print("JSON" + json.dumps(out))
+"""
+
+RUN = """
+import json, os, sys
+from airflow.dag_processing.dagbag import DagBag
+bag = DagBag(dag_folder=os.environ["AIRFLOW__CORE__DAGS_FOLDER"])
+dag = bag.get_dag(sys.argv[1])
+run = dag.test(run_conf=json.loads(sys.argv[2]))
+states = {f"{ti.task_id}[{ti.map_index}]": str(ti.state) for ti in run.get_task_instances()}
+print("JSON" + json.dumps({"state": str(run.state), "tasks": states}))
+"""
+
+
+def _airflow_env(home: Path, configs: Path) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(
+        AIRFLOW_HOME=str(home),
+        AIRFLOW__CORE__DAGS_FOLDER=str(DAGS),
+        AIRFLOW__CORE__LOAD_EXAMPLES="False",
+        AIRFLOW__CORE__UNIT_TEST_MODE="False",
+        MESHING_CONFIGS=str(configs),
+        PYTHONPATH=str(REPO),
+    )
+    return env
+
+
+def _python(script: str, env: dict[str, str], *args: str, timeout: float = 600) -> dict:
+    proc = subprocess.run(
+        [sys.executable, "-c", script, *args],
+        env=env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("JSON")]
+    assert proc.returncode == 0 and lines, proc.stdout[-3000:] + proc.stderr[-3000:]
+    found = json.loads(lines[-1][len("JSON") :])
+    found["output"] = proc.stdout + proc.stderr
+    return found
+
+
+def _graph_yaml(folder: Path, n_layers: int, **extra: object) -> Path:
+    """A graph.yaml as build-graph writes it (parsing reads nothing else)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    data = {
+        "name": folder.name,
+        "graph": {"backend": "embedded", "path": "graph.sqlite"},
+        "watershed": "watershed",
+        "mesh": {"dir": "graphene_meshes", "mip": 0, "max_error": 10.0},
+        "chunk_size": [32, 32, 16],
+        "n_layers": n_layers,
+        "layers": {"default": {"retries": 2}, "4": {"retries": 1, "timeout_s": 7200}},
+        **extra,
+    }
+    target = folder / "graph.yaml"
+    target.write_text(yaml.safe_dump(data))
+    return target
+
+
+@pytest.fixture(scope="module")
+def parsed(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """The committed test configs (tests/dag_configs) parsed by a real DagBag."""
+    tmp = tmp_path_factory.mktemp("dagbag")
+    env = _airflow_env(tmp / "airflow", CONFIGS)
+    return _python(PARSE, env)
+
+
+def test_dagbag_has_no_import_errors(parsed):
+    assert parsed["errors"] == {}
+    assert set(parsed["dags"]) == {
+        "mesh_four_layers",
+        "mesh_scheduled",
+        "mesh_bad_mode",
+        "mesh_missing_graph",
+        "mesh_bad_graph_field",
+    }
+
+
+def test_good_config_has_setup_layer_groups_and_metadata(parsed):
+    dag = parsed["dags"]["mesh_four_layers"]
+    assert dag["groups"] == ["layer_2", "layer_3", "layer_4", "setup"]
+    assert set(dag["tasks"]) == {
+        "start",
+        "setup.mesh_info",
+        "setup.sharding",
+        "setup.custom_data",
+        *(f"layer_{n}.{t}" for n in (2, 3, 4) for t in ("plan", "batch", "summary")),
+        "mesh_metadata",
+    }
+    assert dag["max_active_runs"] == 1
+    assert dag["schedule"] == "NullTimetable"
+    tasks = dag["tasks"]
+    # layers chained in order: plan -> batch -> summary -> next layer's plan
+    assert "layer_2.plan" in tasks["layer_2.batch"]["upstream"]
+    assert "layer_2.batch" in tasks["layer_2.summary"]["upstream"]
+    assert "layer_2.summary" in tasks["layer_3.plan"]["upstream"]
+    assert "setup.custom_data" in tasks["layer_2.plan"]["upstream"]
+    # metadata runs unless a layer failed, and sees every layer's summary
+    meta = tasks["mesh_metadata"]
+    assert meta["trigger_rule"] == "none_failed_min_one_success"
+    assert {"layer_2.summary", "layer_3.summary", "layer_4.summary"} <= set(meta["upstream"])
+
+
+def test_per_layer_settings_come_from_the_graph_config(parsed):
+    tasks = parsed["dags"]["mesh_four_layers"]["tasks"]
+    assert tasks["layer_2.batch"]["retries"] == 2
+    assert tasks["layer_2.batch"]["timeout"] == 3600
+    assert tasks["layer_4.batch"]["retries"] == 1
+    assert tasks["layer_4.batch"]["timeout"] == 7200
+    assert tasks["layer_4.batch"]["pool"] == "default_pool"
+
+
+def test_params_have_defaults_from_the_configs(parsed):
+    params = parsed["dags"]["mesh_four_layers"]["params"]
+    assert params["timestamp"] is None
+    assert params["max_layer"] == 4
+    assert params["mode"] == "local"
+    assert params["force"] is False
+    assert params["chunk_start"] is None and params["batch_size"] is None
+    scheduled = parsed["dags"]["mesh_scheduled"]
+    assert scheduled["params"]["mode"] == "sqs"
+    assert scheduled["schedule"] != "NullTimetable"
+
+
+@pytest.mark.parametrize(
+    ("dag_id", "phrase"),
+    [
+        ("mesh_bad_mode", "field 'mode' is 'carrier-pigeon'"),
+        ("mesh_missing_graph", "field 'graph'"),
+        ("mesh_bad_graph_field", "n_layers"),
+    ],
+)
+def test_broken_config_becomes_a_placeholder_naming_file_and_field(parsed, dag_id, phrase):
+    dag = parsed["dags"][dag_id]
+    assert set(dag["tasks"]) == {"config_error"}
+    description = dag["description"]
+    assert phrase in description
+    assert dag_id[len("mesh_") :] + ".yaml" in description
+    assert "\n" not in description
+
+
+def test_configs_folder_with_generated_graphs(tmp_path):
+    """MESHING_CONFIGS names any folder; graph paths are relative to the entry."""
+    configs = tmp_path / "configs"
+    configs.mkdir()
+    _graph_yaml(tmp_path / "data" / "small", 2)
+    (configs / "small.yaml").write_text("graph: ../data/small/graph.yaml\n")
+    (configs / "notyaml.yaml").write_text("graph: [unclosed\n")
+    parsed = _python(PARSE, _airflow_env(tmp_path / "airflow", configs))
+    assert parsed["errors"] == {}
+    assert parsed["dags"]["mesh_small"]["groups"] == ["layer_2", "setup"]
+    assert "notyaml.yaml: not readable YAML" in parsed["dags"]["mesh_notyaml"]["description"]
+
+
+@pytest.fixture(scope="module")
+def migrated_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    home = tmp_path_factory.mktemp("airflow-home")
+    airflow = Path(sys.executable).parent / "airflow"
+    env = _airflow_env(home, CONFIGS)
+    proc = subprocess.run(
+        [str(airflow), "db", "migrate"], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return home
+
+
+def test_local_mode_run_meshes_every_layer_and_writes_metadata(
+    example_copy, migrated_home, tmp_path
+):
+    pytest.importorskip("meshing_core.run.plan")
+    from meshing_core.config import load_config
+    from meshing_core.graph.embedded import open_graph
+    from meshing_core.store import files, verify
+
+    configs = tmp_path / "configs"
+    configs.mkdir()
+    (configs / "example.yaml").write_text(f"graph: {example_copy / 'graph.yaml'}\n")
+    env = _airflow_env(migrated_home, configs)
+    conf = {"timestamp": "2021-03-04T00:00:00Z"}
+    result = _python(RUN, env, "mesh_example", json.dumps(conf))
+
+    assert result["state"] == "success", result["tasks"]
+    config = load_config(example_copy / "graph.yaml")
+    assert result["tasks"]["mesh_metadata[-1]"] == "success"
+    assert any(k.startswith(f"layer_{config.n_layers}.batch[") for k in result["tasks"])
+
+    sharding = files.read_json(config.mesh_cloudpath, "info")["sharding"]
+    graph = open_graph(config)
+    try:
+        assert graph.custom_data()["mesh"]["initial_ts"] == 1614816000
+        assert graph.custom_data()["mesh"]["max_layer"] == config.n_layers
+        ws = files.read_json(config.watershed, "info")
+        assert ws["mesh_metadata"]["max_meshed_layer"] == config.n_layers
+        mesh_root = Path(config.mesh_cloudpath[len("file://") :])
+        for layer in range(2, config.n_layers + 1):
+            shards = sorted((mesh_root / "initial" / str(layer)).glob("*.shard"))
+            assert shards, f"no shards for layer {layer}"
+            keys = verify.tensorstore_keys(shards[0], sharding[str(layer)])
+            assert keys, shards[0]
+            meshes = verify.read_back_graphene(config, graph, keys[:20])
+            assert sorted(meshes) == keys[:20]
+    finally:
+        graph.close()
+
+
+def test_unimplemented_mode_fails_the_batches_with_a_clear_message(
+    example_copy, migrated_home, tmp_path
+):
+    pytest.importorskip("meshing_core.run.plan")
+    configs = tmp_path / "configs"
+    configs.mkdir()
+    (configs / "example.yaml").write_text(f"graph: {example_copy / 'graph.yaml'}\n")
+    env = _airflow_env(migrated_home, configs)
+    conf = {"timestamp": "2021-03-04T00:00:00Z", "mode": "sqs", "max_layer": 2}
+    result = _python(RUN, env, "mesh_example", json.dumps(conf))
+    assert result["state"] == "failed"
+    tasks = result["tasks"]
+    assert tasks["setup.custom_data[-1]"] == "success"
+    assert tasks["layer_2.batch[0]"] == "failed"
+    assert tasks["mesh_metadata[-1]"] == "upstream_failed"
+    assert "mode 'sqs' is not implemented yet: trigger with mode=local" in result["output"]
+
+
+VALIDATE = """
+import copy, json, os, sys
+from airflow.dag_processing.dagbag import DagBag
+bag = DagBag(dag_folder=os.environ["AIRFLOW__CORE__DAGS_FOLDER"])
+dag = bag.dags[sys.argv[1]]
+out = {}
+for name, conf in json.loads(sys.argv[2]).items():
+    params = copy.deepcopy(dag.params)
+    try:
+        params.update(conf)
+        params.validate()
+        out[name] = None
+    except Exception as exc:
+        out[name] = f"{type(exc).__name__}: {exc}"
+print("JSON" + json.dumps(out))
+"""
+
+
+def test_trigger_params_are_validated_before_a_run(tmp_path):
+    cases = {
+        "good": {"timestamp": "2021-03-01T00:00:00Z", "max_layer": 3, "mode": "sqs"},
+        "defaults": {},
+        "bad_timestamp": {"timestamp": "yesterday"},
+        "bad_mode": {"mode": "carrier-pigeon"},
+        "bad_max_layer": {"max_layer": 9},
+        "bad_box": {"chunk_start": [0, 0]},
+    }
+    env = _airflow_env(tmp_path / "airflow", CONFIGS)
+    found = _python(VALIDATE, env, "mesh_four_layers", json.dumps(cases))
+    assert found["good"] is None and found["defaults"] is None
+    for name, field in [
+        ("bad_timestamp", "timestamp"),
+        ("bad_mode", "mode"),
+        ("bad_max_layer", "max_layer"),
+        ("bad_box", "chunk_start"),
+    ]:
+        assert found[name] is not None and field in found[name], (name, found[name])
