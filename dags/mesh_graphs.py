@@ -91,6 +91,11 @@ def read_entry(entry: Path) -> dict[str, Any]:
     }
 
 
+def _box_param(items: dict[str, Any], title: str) -> Param:
+    """An optional chunk corner: null or three integers."""
+    return Param(None, type=["null", "array"], items=items, minItems=3, maxItems=3, title=title)
+
+
 def _params(n_layers: int, mode: str) -> dict[str, Param]:
     """The trigger form; Airflow validates it before a run starts."""
     triple = {"type": "integer", "minimum": 0}
@@ -113,22 +118,8 @@ def _params(n_layers: int, mode: str) -> dict[str, Param]:
         ),
         "mode": Param(mode, enum=list(MODES), title="Execution mode"),
         "force": Param(False, type="boolean", title="Re-mesh chunks already done"),
-        "chunk_start": Param(
-            None,
-            type=["null", "array"],
-            items=triple,
-            minItems=3,
-            maxItems=3,
-            title="Sub-box start (layer-2 chunk coordinates x, y, z)",
-        ),
-        "chunk_end": Param(
-            None,
-            type=["null", "array"],
-            items=triple,
-            minItems=3,
-            maxItems=3,
-            title="Sub-box end, exclusive",
-        ),
+        "chunk_start": _box_param(triple, "Sub-box start (layer-2 chunk coordinates x, y, z)"),
+        "chunk_end": _box_param(triple, "Sub-box end, exclusive"),
         "batch_size": Param(
             None,
             type=["null", "integer"],

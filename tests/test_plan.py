@@ -5,12 +5,12 @@ from __future__ import annotations
 import itertools
 import json
 import subprocess
-import sys
 from dataclasses import replace
 from pathlib import Path
 
 import DracoPy
 import pytest
+from cli_support import run_cli
 
 from meshing_core.config import GraphConfig, load_config
 from meshing_core.graph.embedded import open_graph
@@ -22,7 +22,6 @@ from meshing_core.store import layout
 from meshing_core.store.setup import setup_meshes
 from meshing_core.store.sharding import ShardReader, bytes_source
 
-REPO = Path(__file__).resolve().parents[1]
 SPLIT_STATE = 1614729600.0 + 3600  # after the example's split (2021-03-03)
 
 
@@ -217,13 +216,7 @@ def test_run_batch_meshes_exactly_its_chunks_then_skips_them(example_copy: Path)
 
 
 def cli(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.run(
-        [sys.executable, "-m", "meshing_core", *args, "-q"],
-        cwd=REPO, capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
-    if check and proc.returncode != 0:
-        raise AssertionError(f"{args} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
-    return proc
+    return run_cli(*args, check=check, quiet=True)
 
 
 def test_cli_chunk_index_range_runs_one_recorded_batch(example_copy: Path):

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+from cli_support import run_cli
 
 from meshing_core.config import load_config
 from meshing_core.graph.embedded import open_graph
@@ -23,13 +24,7 @@ SPLIT_STATE = 1614729600.0 + 3600  # after the split (2021-03-03)
 
 
 def cli(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.run(
-        [sys.executable, "-m", "meshing_core", *args, "-q"],
-        cwd=REPO, capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
-    if check and proc.returncode != 0:
-        raise AssertionError(f"{args} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
-    return proc
+    return run_cli(*args, check=check, quiet=True)
 
 
 def shards(dataset: Path) -> dict[str, bytes]:
