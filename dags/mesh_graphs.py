@@ -1,4 +1,4 @@
-"""One meshing DAG per graph config: ``mesh_<name>`` for every ``<name>.yaml`` in MESHING_CONFIGS.
+"""One meshing DAG per graph config in MESHING_CONFIGS: ``mesh_<graph name>``.
 
 A configs entry is a small YAML file naming a dataset's ``graph.yaml`` (relative to the entry)
 and optionally the default run ``mode`` and a ``schedule``::
@@ -10,7 +10,9 @@ and optionally the default run ``mode`` and a ``schedule``::
 Parsing reads YAML only (the entry and the graph.yaml it points at): no graph database, no
 Variable, no network. The layer groups come from ``n_layers`` of graph.yaml. A broken entry
 becomes a placeholder DAG with the same id whose description and single task carry the error,
-so one bad config never hides the others. Tasks are thin: they call ``meshing_core``, imported
+so one bad config never hides the others. The DAG id is ``mesh_`` + the ``name`` of graph.yaml;
+a placeholder whose graph.yaml cannot be read takes the entry's file stem instead, so name each
+entry after its graph. Tasks are thin: they call ``meshing_core``, imported
 inside the callables so parsing stays cheap.
 """
 
@@ -46,9 +48,9 @@ def configs_folder() -> Path:
     return Path(os.environ.get(CONFIGS_ENV) or DEFAULT_CONFIGS)
 
 
-def dag_id_for(entry: Path) -> str:
-    """``mesh_<entry file stem>``, with characters Airflow refuses replaced by ``_``."""
-    return "mesh_" + _BAD_ID_CHARS.sub("_", entry.stem)
+def dag_id_for(name: str) -> str:
+    """``mesh_<name>``, with characters Airflow refuses replaced by ``_``."""
+    return "mesh_" + _BAD_ID_CHARS.sub("_", name)
 
 
 def read_entry(entry: Path) -> dict[str, Any]:
@@ -160,7 +162,7 @@ def build_dag(entry: Path, info: dict[str, Any]) -> DAG:
     config = info["config"]
     graph_yaml = str(info["graph_yaml"])
     n_layers = int(config.n_layers)
-    dag_id = dag_id_for(entry)
+    dag_id = dag_id_for(config.name)
     description = info.get("description") or f"Mesh {config.name} ({n_layers} layers)"
 
     with DAG(
@@ -396,19 +398,21 @@ def build_all(folder: Path) -> dict[str, DAG]:
         return dags
     entries = sorted(p for p in folder.iterdir() if p.suffix in (".yaml", ".yml") and p.is_file())
     for entry in entries:
-        dag_id = dag_id_for(entry)
-        if dag_id in dags:
-            clash = dag_id
-            dag_id = f"{dag_id}__{entry.suffix.lstrip('.')}"
-            dags[dag_id] = placeholder_dag(
-                entry, dag_id, f"{entry}: file name gives the dag_id {clash} of another entry"
-            )
-            continue
         try:
-            dags[dag_id] = build_dag(entry, read_entry(entry))
+            info = read_entry(entry)
+            dag_id = dag_id_for(info["config"].name)
+            if dag_id in dags:
+                raise EntryError(
+                    f"{entry}: graph name {info['config'].name!r} gives the dag_id {dag_id} of "
+                    "another entry: give each graph its own name in its graph.yaml"
+                )
+            dags[dag_id] = build_dag(entry, info)
         except Exception as exc:  # any failure must leave the other graphs' DAGs loadable
             message = str(exc) if isinstance(exc, EntryError) else f"{entry}: {exc}"
             log.error("meshing config broken: %s", message)
+            dag_id = dag_id_for(entry.stem)
+            if dag_id in dags:
+                dag_id += "__broken"
             dags[dag_id] = placeholder_dag(entry, dag_id, message)
     return dags
 

@@ -7,13 +7,14 @@ process, so keeping it out of the pytest process leaves other tests untouched).
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import yaml
+
+from tools.airflow_env import airflow_env
 
 REPO = Path(__file__).resolve().parents[1]
 DAGS = REPO / "dags"
@@ -52,16 +53,7 @@ print("JSON" + json.dumps({"state": str(run.state), "tasks": states}))
 
 
 def _airflow_env(home: Path, configs: Path) -> dict[str, str]:
-    env = dict(os.environ)
-    env.update(
-        AIRFLOW_HOME=str(home),
-        AIRFLOW__CORE__DAGS_FOLDER=str(DAGS),
-        AIRFLOW__CORE__LOAD_EXAMPLES="False",
-        AIRFLOW__CORE__UNIT_TEST_MODE="False",
-        MESHING_CONFIGS=str(configs),
-        PYTHONPATH=str(REPO),
-    )
-    return env
+    return airflow_env(home, configs=configs)
 
 
 def _python(script: str, env: dict[str, str], *args: str, timeout: float = 600) -> dict:
@@ -114,6 +106,7 @@ def test_dagbag_has_no_import_errors(parsed):
         "mesh_bad_mode",
         "mesh_missing_graph",
         "mesh_bad_graph_field",
+        "mesh_same_graph_name",
     }
 
 
@@ -169,6 +162,7 @@ def test_params_have_defaults_from_the_configs(parsed):
         ("mesh_bad_mode", "field 'mode' is 'carrier-pigeon'"),
         ("mesh_missing_graph", "field 'graph'"),
         ("mesh_bad_graph_field", "n_layers"),
+        ("mesh_same_graph_name", "graph name 'four_layers' gives the dag_id mesh_four_layers"),
     ],
 )
 def test_broken_config_becomes_a_placeholder_naming_file_and_field(parsed, dag_id, phrase):

@@ -102,6 +102,6 @@ def test_example_falls_back_to_synthetic_without_gala(tmp_path: Path, monkeypatc
         config_path = example.build_example(tmp_path / "out", progress=False)
     assert "gala data not found" in caplog.text and "synthetic" in caplog.text
     config = load_config(config_path)
-    assert config.n_layers == 5 and config.name == "synthetic-example"
+    assert config.n_layers == 5 and config.name == "example"
     graph = open_graph(config)
     assert len(graph.history()) == 3

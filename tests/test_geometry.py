@@ -68,7 +68,7 @@ def dataset(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFac
     else:
         _synthetic_example(root)
     config = load_config(root)
-    assert config.name == {"gala": "gala-train", "synthetic": "synthetic-example"}[request.param]
+    assert config.name == "example"
     setup_meshes(config)
     graph = open_graph(config)
     return config, graph

@@ -31,6 +31,7 @@ log = logging.getLogger(__name__)
 GALA = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "gala"
 RESOLUTION = (10.0, 10.0, 10.0)  # assumed: the crop's files carry no voxel size
 CHUNK_SIZE = (32, 32, 16)
+EXAMPLE_NAME = "example"  # the same graph name (hence DAG id mesh_example) from either source
 CREATED_AT = parse_timestamp("2021-03-01T00:00:00Z")
 MERGE_AT = parse_timestamp("2021-03-02T00:00:00Z")
 SPLIT_AT = parse_timestamp("2021-03-03T00:00:00Z")
@@ -96,13 +97,14 @@ def build_example(out: Path, progress: bool = True) -> Path:
     if (GALA / "train-ws.lzf.h5").exists():
         volume = _load("train-ws.lzf.h5").astype(np.uint64)
         agglomeration = majority_objects(volume, _load("train-gt.lzf.h5"))
-        name = "gala-train"
+        source_name = "gala train crop"
     else:
         log.warning(
             "gala data not found at %s: building the example from a synthetic volume instead", GALA
         )
         volume, agglomeration = neurite_volume((200, 100, 50), seed=0)
-        name = "synthetic-example"
+        source_name = "synthetic neurites (gala crop not found)"
+    log.info("example source: %s", source_name)
     source.mkdir(parents=True, exist_ok=True)
     write_precomputed_segmentation(seg_path, volume, RESOLUTION, chunk_size=(64, 64, 64))
     write_agglomeration_csv(source / "agglomeration.csv", agglomeration)
@@ -120,6 +122,6 @@ def build_example(out: Path, progress: bool = True) -> Path:
         CHUNK_SIZE,
         edits=source / "edits.jsonl",
         created_at=CREATED_AT,
-        name=name,
+        name=EXAMPLE_NAME,
         progress=progress,
     )

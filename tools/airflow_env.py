@@ -1,0 +1,61 @@
+"""The environment every local Airflow process of this project runs in (demo, UI, tests, bench).
+
+Airflow reads its configuration once per process from ``AIRFLOW__SECTION__KEY`` variables, so
+one function builds them all: a private ``AIRFLOW_HOME`` (SQLite metadata DB, logs), this
+repository's ``dags/`` and ``plugins/``, no example DAGs, new DAGs unpaused (a triggered run of a
+paused DAG would wait forever), the API server and the execution API on one loopback port, and
+``MESHING_CONFIGS`` naming the folder of graph entries.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Mapping
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+DAGS = REPO / "dags"
+PLUGINS = REPO / "plugins"
+CONFIGS = REPO / "configs"
+DEFAULT_HOME = REPO / ".airflow"
+DEFAULT_PORT = 8080
+ADMIN_USER = "admin"
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 right now (for servers started by tests and the bench)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def airflow_env(
+    home: Path = DEFAULT_HOME,
+    *,
+    configs: Path = CONFIGS,
+    port: int = DEFAULT_PORT,
+    base: Mapping[str, str] | None = None,
+) -> dict[str, str]:
+    """Environment variables for an Airflow process with ``home`` as AIRFLOW_HOME."""
+    env = dict(os.environ if base is None else base)
+    home = Path(home).resolve()
+    url = f"http://127.0.0.1:{port}"
+    env.update(
+        AIRFLOW_HOME=str(home),
+        AIRFLOW__CORE__DAGS_FOLDER=str(DAGS),
+        AIRFLOW__CORE__PLUGINS_FOLDER=str(PLUGINS),
+        AIRFLOW__CORE__LOAD_EXAMPLES="False",
+        AIRFLOW__CORE__UNIT_TEST_MODE="False",
+        AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION="False",
+        AIRFLOW__CORE__EXECUTION_API_SERVER_URL=f"{url}/execution/",
+        AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS=f"{ADMIN_USER}:admin",
+        AIRFLOW__API__HOST="127.0.0.1",
+        AIRFLOW__API__PORT=str(port),
+        AIRFLOW__API__BASE_URL=url,
+        AIRFLOW__LOGGING__BASE_LOG_FOLDER=str(home / "logs"),
+        MESHING_CONFIGS=str(Path(configs).resolve()),
+    )
+    path = env.get("PYTHONPATH")
+    env["PYTHONPATH"] = str(REPO) + (os.pathsep + path if path else "")
+    return env
