@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.requirements-stamp
 DEMO_DIR ?= .demo
 
-.PHONY: venv demo test bench lint clean
+.PHONY: venv demo airflow test bench lint clean
 
 $(STAMP): requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -16,7 +16,10 @@ $(STAMP): requirements.txt
 venv: $(STAMP)
 
 demo: $(STAMP)
-	$(PY) -m meshing_core demo --out $(DEMO_DIR)
+	$(PY) -m tools.airflow_demo --out $(DEMO_DIR)
+
+airflow: $(STAMP)
+	$(PY) -m tools.airflow_serve
 
 test: $(STAMP)
 	$(PY) -m pytest -q -p no:cacheprovider tests

@@ -216,6 +216,17 @@ def build_dag(entry: Path, info: dict[str, Any]) -> DAG:
                 "chunk_end": None if end_box is None else [int(v) for v in end_box],
                 "batch_size": params.get("batch_size"),
             }
+            from meshing_core.run.orchestrated import begin_run
+
+            dag_run = context["dag_run"]
+            owner = f"airflow {dag_run.dag_id}/{dag_run.run_id}"
+            try:
+                ticket = begin_run(
+                    _load(graph_yaml), ts, max_layer, owner=owner, force=run_info["force"]
+                )
+            except MeshingError as exc:
+                raise AirflowFailException(str(exc)) from exc
+            run_info.update(ticket)
             log.info("run of %s: %s", graph_yaml, run_info)
             return run_info
 
@@ -248,24 +259,11 @@ def build_dag(entry: Path, info: dict[str, Any]) -> DAG:
                 return _setup_part("mesh_info")
 
             @task(task_id="custom_data")
-            def custom_data(run_info: dict[str, Any]) -> dict[str, Any]:
-                """Static custom data; a run at a new timestamp drops the old run's fields."""
-                from meshing_core.graph.embedded import open_graph
-                from meshing_core.store.metadata import clear_run_metadata, initial_ts
+            def custom_data() -> dict[str, Any]:
+                """Static custom data (dir, mip, max_error, verify); run fields come at the end."""
+                return _setup_part("custom_data")
 
-                out = _setup_part("custom_data")
-                config_now = _load(graph_yaml)
-                graph = open_graph(config_now)
-                try:
-                    stored = (graph.custom_data().get("mesh") or {}).get("initial_ts")
-                    if stored is not None and stored != initial_ts(run_info["timestamp"]):
-                        out["cleared"] = clear_run_metadata(config_now, graph)
-                        log.info("new timestamp: previous run metadata %s", out["cleared"])
-                finally:
-                    graph.close()
-                return out
-
-            mesh_info() >> sharding() >> custom_data(run_info)
+            mesh_info() >> sharding() >> custom_data()
 
         run_info >> setup_group
         previous: Any = setup_group
@@ -314,24 +312,35 @@ def build_dag(entry: Path, info: dict[str, Any]) -> DAG:
                         raise AirflowFailException(
                             f"mode {mode!r} is not implemented yet: trigger with mode=local"
                         )
+                    from meshing_core.run.lease import LeaseError
+                    from meshing_core.run.orchestrated import holding_lease
                     from meshing_core.run.plan import run_batch
 
-                    return run_batch(
-                        _load(graph_yaml),
-                        descriptor,
-                        timestamp=float(run_info["timestamp"]),
-                        force=bool(run_info["force"]),
-                    )
+                    config_now = _load(graph_yaml)
+                    try:
+                        with holding_lease(config_now, run_info):
+                            return run_batch(
+                                config_now,
+                                descriptor,
+                                timestamp=float(run_info["timestamp"]),
+                                force=bool(run_info["force"]),
+                            )
+                    except LeaseError as exc:  # another run holds the mesh dir: no retries
+                        raise AirflowFailException(str(exc)) from exc
 
                 @task(task_id="summary")
                 def summary(
                     results: Any, run_info: dict[str, Any], layer: int = layer
                 ) -> dict[str, Any]:
                     """The layer's totals from its records plus this run's batch timings."""
+                    from meshing_core.run.orchestrated import layer_finished
                     from meshing_core.run.plan import layer_summary
 
                     batches = list(results or [])
-                    totals = layer_summary(_load(graph_yaml), layer, float(run_info["timestamp"]))
+                    config_now = _load(graph_yaml)
+                    totals = layer_summary(config_now, layer, float(run_info["timestamp"]))
+                    if totals["chunks_failed"] == 0:
+                        layer_finished(config_now, run_info, layer)
                     totals.update(
                         batches=len(batches),
                         chunks_this_run=sum(int(b.get("chunks", 0)) for b in batches),
@@ -349,22 +358,30 @@ def build_dag(entry: Path, info: dict[str, Any]) -> DAG:
             summaries.append(layer_total)
 
         @task(task_id="mesh_metadata", trigger_rule=TriggerRule.NONE_FAILED_MIN_ONE_SUCCESS)
-        def mesh_metadata(run_info: dict[str, Any]) -> dict[str, Any]:
+        def mesh_metadata() -> dict[str, Any]:
             """Custom data max_layer/initial_ts and mesh_metadata.max_meshed_layer."""
-            from meshing_core.graph.embedded import open_graph
-            from meshing_core.store.metadata import write_run_metadata
+            from meshing_core.run.orchestrated import finish_run
 
-            config_now = _load(graph_yaml)
-            graph = open_graph(config_now)
-            try:
-                result = write_run_metadata(
-                    config_now, graph, int(run_info["max_layer"]), float(run_info["timestamp"])
-                )
-            finally:
-                graph.close()
+            # pulled, not passed: an argument would make this a direct downstream of the setup
+            # task `start`, and Airflow requires those to be all_success
+            run_info = get_current_context()["ti"].xcom_pull(task_ids="start")
+            result = finish_run(_load(graph_yaml), run_info)
             return {k: result[k] for k in ("custom_data", "watershed_info", "mesh")}
 
-        summaries >> mesh_metadata(run_info)
+        @task(task_id="end_run")
+        def end_run(run_info: dict[str, Any]) -> str:
+            """Teardown: an unfinished run is marked failed in the journal; the lease is freed."""
+            from meshing_core.run.orchestrated import end_run as end
+
+            dag_run = get_current_context()["dag_run"]
+            why = (
+                f"DAG run {dag_run.run_id} of {dag_run.dag_id} stopped before mesh_metadata: "
+                "clear its failed tasks in Airflow, or resume with `python -m meshing_core run "
+                f"--graph {graph_yaml} --timestamp {run_info['timestamp_rfc3339']}`"
+            )
+            return end(_load(graph_yaml), run_info, why=why)
+
+        summaries >> mesh_metadata() >> end_run(run_info).as_teardown(setups=run_info)
     return dag
 
 

@@ -31,7 +31,8 @@ for dag in bag.dags.values():
                          "retry_delay": t.retry_delay.total_seconds(),
                          "timeout": t.execution_timeout and t.execution_timeout.total_seconds(),
                          "trigger_rule": getattr(t.trigger_rule, "value", t.trigger_rule),
-                         "upstream": sorted(t.upstream_task_ids)}
+                         "upstream": sorted(t.upstream_task_ids),
+                         "setup": t.is_setup, "teardown": t.is_teardown}
              for t in dag.tasks}
     out["dags"][dag.dag_id] = {"description": dag.description, "groups": groups,
         "tasks": tasks, "max_active_runs": dag.max_active_runs,
@@ -46,9 +47,16 @@ import json, os, sys
 from airflow.dag_processing.dagbag import DagBag
 bag = DagBag(dag_folder=os.environ["AIRFLOW__CORE__DAGS_FOLDER"])
 dag = bag.get_dag(sys.argv[1])
+from airflow.models.xcom import XComModel
+from airflow.settings import Session
 run = dag.test(run_conf=json.loads(sys.argv[2]))
 states = {f"{ti.task_id}[{ti.map_index}]": str(ti.state) for ti in run.get_task_instances()}
-print("JSON" + json.dumps({"state": str(run.state), "tasks": states}))
+with Session() as session:
+    rows = session.scalars(XComModel.get_many(run_id=run.run_id, dag_ids=dag.dag_id,
+                                              key="return_value")).all()
+    xcoms = {f"{r.task_id}[{r.map_index}]": XComModel.deserialize_value(r) for r in rows}
+print("JSON" + json.dumps({"state": str(run.state), "tasks": states, "xcoms": xcoms},
+                          default=str))
 """
 
 
@@ -120,6 +128,7 @@ def test_good_config_has_setup_layer_groups_and_metadata(parsed):
         "setup.custom_data",
         *(f"layer_{n}.{t}" for n in (2, 3, 4) for t in ("plan", "batch", "summary")),
         "mesh_metadata",
+        "end_run",
     }
     assert dag["max_active_runs"] == 1
     assert dag["schedule"] == "NullTimetable"
@@ -133,6 +142,9 @@ def test_good_config_has_setup_layer_groups_and_metadata(parsed):
     meta = tasks["mesh_metadata"]
     assert meta["trigger_rule"] == "none_failed_min_one_success"
     assert {"layer_2.summary", "layer_3.summary", "layer_4.summary"} <= set(meta["upstream"])
+    # the teardown frees the run's lease after everything, whatever happened
+    assert tasks["end_run"]["teardown"] and tasks["start"]["setup"]
+    assert {"mesh_metadata", "start"} <= set(tasks["end_run"]["upstream"])
 
 
 def test_per_layer_settings_come_from_the_graph_config(parsed):
@@ -217,6 +229,15 @@ def test_local_mode_run_meshes_every_layer_and_writes_metadata(
     assert result["state"] == "success", result["tasks"]
     config = load_config(example_copy / "graph.yaml")
     assert result["tasks"]["mesh_metadata[-1]"] == "success"
+    assert result["tasks"]["end_run[-1]"] == "success"
+    assert files.read_json(config.mesh_cloudpath, "lease.json") is None  # the teardown freed it
+    journal = files.read_json(config.mesh_cloudpath, "runs.json")["runs"]
+    assert [(r["timestamp"], r["state"]) for r in journal] == [(1614816000.0, "finished")]
+    first = result["xcoms"]
+    for layer in range(2, config.n_layers + 1):
+        summary = first[f"layer_{layer}.summary[-1]"]
+        assert summary["chunks_done"] == summary["chunks_total"] > 0, summary
+        assert summary["chunks_failed"] == 0 and summary["skipped"] == 0, summary
     assert any(k.startswith(f"layer_{config.n_layers}.batch[") for k in result["tasks"])
 
     sharding = files.read_json(config.mesh_cloudpath, "info")["sharding"]
@@ -236,6 +257,31 @@ def test_local_mode_run_meshes_every_layer_and_writes_metadata(
             assert sorted(meshes) == keys[:20]
     finally:
         graph.close()
+
+    # a rerun at the same timestamp finds every chunk done and rewrites nothing
+    shards = {p: p.stat().st_mtime_ns for p in mesh_root.glob("initial/*/*.shard")}
+    again = _python(RUN, env, "mesh_example", json.dumps(conf))
+    assert again["state"] == "success", again["tasks"]
+    for layer in range(2, config.n_layers + 1):
+        summary = again["xcoms"][f"layer_{layer}.summary[-1]"]
+        assert summary["skipped"] == summary["chunks_total"], summary
+    assert {p: p.stat().st_mtime_ns for p in mesh_root.glob("initial/*/*.shard")} == shards
+
+    # a run at a new timestamp re-meshes every chunk and records the new initial_ts
+    later = _python(RUN, env, "mesh_example", json.dumps({"timestamp": "2021-03-05T00:00:00Z"}))
+    assert later["state"] == "success", later["tasks"]
+    for layer in range(2, config.n_layers + 1):
+        assert later["xcoms"][f"layer_{layer}.summary[-1]"]["skipped"] == 0
+    graph = open_graph(config)
+    try:
+        assert graph.custom_data()["mesh"]["initial_ts"] == 1614902400
+    finally:
+        graph.close()
+    journal = files.read_json(config.mesh_cloudpath, "runs.json")["runs"]
+    assert [(r["timestamp"], r["state"]) for r in journal] == [
+        (1614816000.0, "superseded"),
+        (1614902400.0, "finished"),
+    ]
 
 
 def test_unimplemented_mode_fails_the_batches_with_a_clear_message(

@@ -55,6 +55,7 @@ class LeaseHolder:
     start: float
     heartbeat: float
     token: str = ""
+    owner: str = ""  # who holds it when not a process, e.g. "airflow mesh_example/manual__..."
 
     @classmethod
     def current(cls, run: float) -> LeaseHolder:
@@ -63,8 +64,9 @@ class LeaseHolder:
         return cls(float(run), socket.gethostname(), os.getpid(), now, now, uuid.uuid4().hex)
 
     def describe(self) -> str:
+        who = f"by {self.owner} on {self.host}" if self.owner else f"on {self.host} pid {self.pid}"
         return (
-            f"run {format_timestamp(self.run)} on {self.host} pid {self.pid}, started "
+            f"run {format_timestamp(self.run)} {who}, started "
             f"{format_timestamp(self.start)}, last heartbeat {format_timestamp(self.heartbeat)}"
         )
 
@@ -124,6 +126,7 @@ def read_lease(config: GraphConfig) -> LeaseHolder | None:
             start=float(stored["start"]),
             heartbeat=float(stored["heartbeat"]),
             token=str(stored.get("token", "")),
+            owner=str(stored.get("owner", "")),
         )
     except (KeyError, TypeError, ValueError):
         log.warning("lease %s/%s is malformed: treated as absent", config.mesh_cloudpath, LEASE)
@@ -205,12 +208,17 @@ class Lease:
         self._thread = threading.Thread(target=loop, name="lease-heartbeat", daemon=True)
         self._thread.start()
 
-    def release(self) -> None:
-        """Stop the heartbeat and delete the lease if it is still ours."""
+    def stop_heartbeat(self) -> None:
+        """Stop refreshing, keeping the lease (a DAG task hands it on to the next task)."""
         self._stop.set()
         if self._thread is not None:
             self._thread.join()
             self._thread = None
+        self._stop = threading.Event()
+
+    def release(self) -> None:
+        """Stop the heartbeat and delete the lease if it is still ours."""
+        self.stop_heartbeat()
         with self._lock:
             stored = read_lease(self.config)
             if stored is not None and stored.token == self.holder.token:
