@@ -312,3 +312,22 @@ def test_reading_records_writes_nothing(config, meta):
     assert store.chunk_records(2, [(0, 0, 0)]) == {(0, 0, 0): None}
     assert store.done_chunks(2) == {} and store.layer_summary(2)["batches_recorded"] == 0
     assert stored_names(config) == []
+
+
+def test_first_unrecorded_reads_only_the_batches_under_the_box(config, meta):
+    store = RecordStore(config, T0, meta=meta)
+    everything = list(records.chunk_order(meta, 2))  # 4x4x2 chunks, batches of 5
+    store.record_chunks(2, {c: 1 for c in everything if c != (3, 2, 1)})
+    reader = RecordStore(config, T0, meta=meta)
+    # an x-y quarter with every chunk recorded: no missing child
+    assert reader.first_unrecorded(2, (0, 0, 0), (2, 2, 2)) is None
+    touched = {reader.batch_of(2, c) for c in itertools.product(range(2), range(2), range(2))}
+    assert set(b for _, b in reader._completion) == touched  # nothing else was read
+    assert all(v is None for v in reader._completion.values())  # complete: no index sets kept
+    # the box holding the unrecorded chunk names it; boxes past the bounds are clipped
+    assert reader.first_unrecorded(2, (2, 2, 0), (4, 4, 2)) == (3, 2, 1)
+    assert reader.first_unrecorded(2, (2, 2, 0), (8, 8, 4)) == (3, 2, 1)
+    assert reader.first_unrecorded(2, (3, 3, 0), (8, 8, 4)) is None
+    # recording it later is seen by the same store (its summary of that batch is dropped)
+    reader.record_chunks(2, {(3, 2, 1): 0})
+    assert reader.first_unrecorded(2, (0, 0, 0), (4, 4, 2)) is None

@@ -393,20 +393,18 @@ def unrecorded_children(
 
     A child counts as done only when its record exists: a shard alone may be left by another
     timestamp or a half-finished run. Children may sit at any lower layer (layers are skipped),
-    so every lower layer's chunks under the parent are checked, reading O(batches) records.
+    so every lower layer's chunks under the parent are checked; only the record batches under
+    these parents are read, and complete batches are not held chunk by chunk.
     """
     missing: dict[Coords, str] = {}
     for lower in range(2, layer):
-        done = set(records.done_chunks(lower))
-        bounds = meta.layer_chunk_bounds(lower)
         span = 2 ** (layer - lower)
         for coords in chunks:
             if coords in missing:
                 continue
-            ranges = [
-                range(c * span, min((c + 1) * span, b)) for c, b in zip(coords, bounds, strict=True)
-            ]
-            child = next((k for k in itertools.product(*ranges) if k not in done), None)
+            child = records.first_unrecorded(
+                lower, [c * span for c in coords], [(c + 1) * span for c in coords]
+            )
             if child is not None:
                 record = records.batch_name(lower, records.batch_of(lower, child))
                 missing[coords] = (

@@ -164,6 +164,7 @@ class RecordStore:
         self._meta = meta
         self._sizes: dict[int, int] = {}
         self._cache: dict[tuple[int, int], dict[str, Any]] = {}
+        self._completion: dict[tuple[int, int], frozenset[int] | None] = {}
 
     # geometry
     @property
@@ -270,6 +271,55 @@ class RecordStore:
             out[key] = None if entry is None else int(entry["fragments"])  # type: ignore[index]
         return out
 
+    def _done_indices(self, layer: int, batch: int) -> frozenset[int] | None:
+        """Indices recorded done in one batch; None when the whole batch is done.
+
+        Kept per store as this small summary (not the batch object), so checking every layer-2
+        chunk under a top-layer chunk holds only the incomplete batches' indices in memory.
+        """
+        key = (int(layer), int(batch))
+        if key not in self._completion:
+            stored = self._read(self.batch_name(layer, batch)) or {}
+            done = stored.get("done", {})
+            size = self.batch_size(layer)
+            first = int(batch) * size
+            expected = min(size, chunk_total(self.meta, layer) - first)
+            self._completion[key] = (
+                None
+                if len(done) >= expected
+                else frozenset(chunk_index(self.meta, layer, _parse_coords(k)) for k in done)
+            )
+        return self._completion[key]
+
+    def first_unrecorded(
+        self, layer: int, start: Iterable[int], end: Iterable[int]
+    ) -> Coords | None:
+        """The first chunk of the box [start, end) without a completion record, else None.
+
+        Walks the box as z-runs of consecutive indices and reads only the batches they touch.
+        """
+        size = self.batch_size(layer)
+        bx, by, bz = layer_bounds(self.meta, layer)
+        (x0, y0, z0), (x1, y1, z1) = (
+            tuple(max(0, int(c)) for c in start),
+            (min(int(a), b) for a, b in zip(end, (bx, by, bz), strict=True)),
+        )
+        for x in range(x0, x1):
+            for y in range(y0, y1):
+                row = (x * by + y) * bz
+                lo, hi = row + z0, row + z1
+                index = lo
+                while index < hi:
+                    batch = index // size
+                    stop = min(hi, (batch + 1) * size)
+                    done = self._done_indices(layer, batch)
+                    if done is not None:
+                        missing = next((i for i in range(index, stop) if i not in done), None)
+                        if missing is not None:
+                            return chunk_at(self.meta, layer, missing)
+                    index = stop
+        return None
+
     def is_done(self, layer: int, coords: Iterable[int]) -> bool:
         return next(iter(self.chunk_records(layer, [coords]).values())) is not None
 
@@ -312,6 +362,7 @@ class RecordStore:
         """
         layer, batch = int(layer), int(batch)
         self._cache.pop((layer, batch), None)  # re-read: another process may have written it
+        self._completion.pop((layer, batch), None)
         stored = self._read_batch(layer, batch)
         new = {
             "layer": layer,
