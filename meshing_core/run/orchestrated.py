@@ -100,8 +100,12 @@ def layer_finished(config: GraphConfig, ticket: dict[str, Any], layer: int) -> N
 
 
 def finish_run(config: GraphConfig, ticket: dict[str, Any]) -> dict[str, Any]:
-    """Write the run metadata (after every layer succeeded) and mark the run finished."""
-    with holding_lease(config, ticket):
+    """Write the run metadata (after every layer succeeded), mark the run finished, free the lease.
+
+    The lease is freed here and not only in the teardown: clearing just the failed tasks of a
+    DAG run reruns this task but not the (already successful) teardown.
+    """
+    with holding_lease(config, ticket) as lease:
         graph = open_graph(config)
         try:
             result = write_run_metadata(
@@ -110,6 +114,7 @@ def finish_run(config: GraphConfig, ticket: dict[str, Any]) -> dict[str, Any]:
         finally:
             graph.close()
         RunJournal(config).finish(float(ticket["timestamp"]))
+    lease.release()
     return result
 
 
