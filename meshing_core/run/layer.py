@@ -13,11 +13,10 @@ from __future__ import annotations
 
 import itertools
 import logging
-import multiprocessing
 import sys
 import time
 from collections.abc import Iterator, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, Future, wait
 from dataclasses import dataclass
 from dataclasses import field as dataclass_field
 from typing import Any
@@ -30,6 +29,7 @@ from meshing_core.graph.embedded import open_graph
 from meshing_core.graph.protocol import GraphMeta
 from meshing_core.run.cpus import available_cpus
 from meshing_core.run.records import RecordStore, chunk_index, chunk_order, chunk_total
+from meshing_core.run.spawn import spawn_pool
 from meshing_core.store import files, layout
 from meshing_core.store.setup import static_mesh_block
 from meshing_core.store.sharding import ShardFormatError, ShardSpec
@@ -360,8 +360,7 @@ def _run_pool(
     tasks: list[Coords], args: tuple, kwargs: dict[str, Any], bar: tqdm, workers: int
 ) -> Iterator[ChunkResult | ChunkFailure]:
     """At most ``4 * workers`` chunks in flight, so huge ranges do not pile up futures."""
-    context = multiprocessing.get_context("spawn")  # no forked SQLite handles or threads
-    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+    with spawn_pool(workers) as pool:
         pending: set[Future] = set()
         queue = iter(tasks)
         try:
