@@ -1,5 +1,5 @@
-"""``python -m bench``: layer-2 meshing vs the seed recipe, all layers of a 5-layer graph, and
-the builder at 1024x1024x256.
+"""``python -m bench``: layer-2 meshing vs the seed recipe, all layers of a 5-layer graph, the
+builder at 1024x1024x256, and the same graph meshed through the Airflow DAG vs directly.
 
 Prints raw figures and ``RATIO <name> <value>`` lines (medians over ``--repeats`` runs).
 """
@@ -8,23 +8,16 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sys
 import time
 
-from bench import build_large, layer2, stitch
+from bench import build_large, dag_vs_direct, layer2, stitch
 from bench.dataset import DatasetSpec, build_dataset
 
+BENCHES = ("layer2", "stitch", "build", "dag_vs_direct")
 
-def main() -> None:
-    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
-    parser.add_argument("--repeats", type=int, default=3, help="runs per timing (median)")
-    parser.add_argument("--skip-build", action="store_true", help="skip the 1024^2x256 build")
-    parser.add_argument("-v", "--verbose", action="store_true")
-    args = parser.parse_args()
-    logging.basicConfig(
-        level=logging.INFO if args.verbose else logging.WARNING,
-        format="%(asctime)s %(name)s %(message)s",
-    )
-    started = time.perf_counter()
+
+def _layer2(args: argparse.Namespace) -> None:
     spec = DatasetSpec()
     graph_yaml, build_seconds = build_dataset(spec)
     print(
@@ -35,16 +28,62 @@ def main() -> None:
     figures = layer2.run(graph_yaml, args.repeats)
     for line in layer2.report(figures):
         print(line, flush=True)
+
+
+def _stitch(args: argparse.Namespace) -> None:
     for line in stitch.report(*stitch.run()):
         print(line, flush=True)
-    if not args.skip_build:
-        built = build_large.measure()
-        print(
-            f"build_1024x1024x256_seconds {built['seconds']:.2f} "
-            f"build_1024x1024x256_peak_rss_mib {built['peak_rss_mib']:.1f}",
-            flush=True,
-        )
+
+
+def _build(args: argparse.Namespace) -> None:
+    built = build_large.measure()
+    print(
+        f"build_1024x1024x256_seconds {built['seconds']:.2f} "
+        f"build_1024x1024x256_peak_rss_mib {built['peak_rss_mib']:.1f}",
+        flush=True,
+    )
+
+
+def _dag_vs_direct(args: argparse.Namespace) -> bool:
+    figures = dag_vs_direct.run()
+    for line in dag_vs_direct.report(figures):
+        print(line, flush=True)
+    return not dag_vs_direct.problems(figures)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument("--repeats", type=int, default=3, help="runs per timing (median)")
+    parser.add_argument("--skip-build", action="store_true", help="skip the 1024^2x256 build")
+    parser.add_argument(
+        "--only",
+        action="append",
+        choices=BENCHES,
+        metavar="NAME",
+        help=f"run only this bench (repeatable; one of {', '.join(BENCHES)}; default: all)",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true")
+    args = parser.parse_args()
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(asctime)s %(name)s %(message)s",
+    )
+    selected = set(args.only or BENCHES)
+    if args.skip_build:
+        selected.discard("build")
+    started = time.perf_counter()
+    ok = True
+    if "layer2" in selected:
+        _layer2(args)
+    if "stitch" in selected:
+        _stitch(args)
+    if "build" in selected:
+        _build(args)
+    if "dag_vs_direct" in selected:
+        ok = _dag_vs_direct(args) and ok
     print(f"bench_total_seconds {time.perf_counter() - started:.1f}", flush=True)
+    if not ok:
+        sys.exit(1)
 
 
 if __name__ == "__main__":
