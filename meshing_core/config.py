@@ -22,7 +22,9 @@ BACKENDS = ("embedded",)
 _MESH_DIR = re.compile(r"^[A-Za-z0-9_.-]+$")
 
 # Batch and per-layer resource defaults; later issues (DAG, SQS, Kubernetes) read these.
-DEFAULT_BATCHES: dict[str, Any] = {"chunks_per_batch": 64, "max_map_length": 1024}
+# A batch is sized by voxels (2^27 ~ tens of seconds of layer-2 meshing per core; a batch task
+# costs about a second however small it is); `chunks_per_batch` in graph.yaml overrides it.
+DEFAULT_BATCHES: dict[str, Any] = {"voxels_per_batch": 2**27, "max_map_length": 1024}
 DEFAULT_LAYER_RESOURCES: dict[str, Any] = {
     "retries": 2,
     "retry_delay_s": 60,

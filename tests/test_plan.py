@@ -10,6 +10,7 @@ from pathlib import Path
 
 import DracoPy
 import pytest
+import yaml
 from cli_support import run_cli
 
 from meshing_core.config import GraphConfig, load_config
@@ -221,6 +222,9 @@ def cli(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
 
 def test_cli_chunk_index_range_runs_one_recorded_batch(example_copy: Path):
     graph = str(example_copy / "graph.yaml")
+    data = yaml.safe_load(Path(graph).read_text())
+    data["batches"]["chunks_per_batch"] = 64  # the example is small: default is one batch
+    Path(graph).write_text(yaml.safe_dump(data))
     config = load_config(graph)
     setup_meshes(config)
     g = open_graph(config)

@@ -28,7 +28,13 @@ import numpy as np
 from meshing_core.config import GraphConfig
 from meshing_core.errors import MeshingError
 from meshing_core.graph.protocol import GraphMeta
-from meshing_core.run.records import RecordStore, chunk_total, default_batch_size, layer_bounds
+from meshing_core.run.records import (
+    RecordStore,
+    chunk_total,
+    chunks_per_batch,
+    default_batch_size,
+    layer_bounds,
+)
 
 log = logging.getLogger(__name__)
 
@@ -112,7 +118,7 @@ def plan_layer(
 ) -> list[dict[str, Any]]:
     """Compact batch descriptors covering the layer (or the sub-box) in chunk order.
 
-    The size is ``batch_size`` (default ``batches.chunks_per_batch``), grown so there are at
+    The size is ``batch_size`` (default ``chunks_per_batch(config)``), grown so there are at
     most ``max_map_length`` (default ``batches.max_map_length``) batches, and rounded up to a
     multiple of the records' batch size (the one frozen at ``timestamp`` if given). ``meta``
     spares opening the graph.
@@ -127,8 +133,8 @@ def plan_layer(
     layer = int(layer)
     batches = config.batches or {}
     wanted = _positive(
-        batch_size if batch_size is not None else batches.get("chunks_per_batch", 64),
-        "batch size (batch_size / batches.chunks_per_batch)",
+        batch_size if batch_size is not None else chunks_per_batch(config),
+        "batch size (batch_size / batches.chunks_per_batch / voxels_per_batch)",
         config,
     )
     max_map = _positive(

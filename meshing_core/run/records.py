@@ -95,13 +95,27 @@ def chunk_order(
         yield chunk_at(meta, layer, index)
 
 
+def chunks_per_batch(config: GraphConfig) -> int:
+    """``batches.chunks_per_batch`` if set, else enough chunks for ``batches.voxels_per_batch``.
+
+    The count is the same at every layer: a higher-layer chunk covers more volume, but stitching
+    it is far cheaper per voxel than meshing.
+    """
+    batches = config.batches or {}
+    if batches.get("chunks_per_batch") is not None:
+        return int(batches["chunks_per_batch"])
+    voxels = int(batches.get("voxels_per_batch", 2**27))
+    return max(1, math.ceil(voxels / math.prod(int(c) for c in config.chunk_size)))
+
+
 def default_batch_size(config: GraphConfig, meta: GraphMeta, layer: int) -> int:
-    """``batches.chunks_per_batch``, grown so a layer maps to at most ``max_map_length`` batches."""
-    per_batch = int(config.batches.get("chunks_per_batch", 64))
+    """``chunks_per_batch(config)``, grown so a layer maps to at most ``max_map_length`` batches."""
+    per_batch = chunks_per_batch(config)
     max_map = int(config.batches.get("max_map_length", 1024))
     if per_batch < 1 or max_map < 1:
         raise RecordError(
-            f"{config.source}: batches.chunks_per_batch and batches.max_map_length must be >= 1"
+            f"{config.source}: batches.chunks_per_batch (or voxels_per_batch) and "
+            "batches.max_map_length must be >= 1"
         )
     return max(per_batch, math.ceil(chunk_total(meta, layer) / max_map))
 
