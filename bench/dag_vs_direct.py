@@ -27,9 +27,9 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
 
 from bench.dataset import OUT, DatasetSpec, build_dataset
+from tools.airflow_env import airflow_env, airflow_executable, airflow_json, free_port
 
 log = logging.getLogger(__name__)
 REPO = Path(__file__).resolve().parents[1]
@@ -71,10 +71,6 @@ class Figures:
         return self.dag_seconds / max(self.direct_seconds, 1e-9)
 
 
-def _airflow() -> str:
-    return str(Path(sys.executable).parent / "airflow")
-
-
 def _airflow_argv(as_module: bool) -> list[str]:
     """The timed launcher: the ``airflow`` script (what a user runs), or ``python -m airflow``.
 
@@ -82,7 +78,7 @@ def _airflow_argv(as_module: bool) -> list[str]:
     path is re-run (importing airflow in every pool worker), a ``-m`` module's ``__main__`` is
     not, so ``--airflow-module`` shows that cost.
     """
-    return [sys.executable, "-m", "airflow"] if as_module else [_airflow()]
+    return [sys.executable, "-m", "airflow"] if as_module else [airflow_executable()]
 
 
 def _run(argv: list[str], env: dict[str, str] | None, log_file: Path) -> tuple[float, str]:
@@ -129,45 +125,13 @@ def _parse_time(value: str | None) -> float | None:
     return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
 
 
-def _json_rows(output: str) -> list[dict[str, Any]]:
-    """The JSON list an ``airflow ... -o json`` command printed (warnings may surround it)."""
-    for line in reversed(output.splitlines()):
-        if line.startswith("[{") or line.strip() == "[]":
-            return json.loads(line)
-    raise RuntimeError(f"no JSON list in airflow output: {output[-300:]!r}")
-
-
 def _read_run(figures: Figures, env: dict[str, str], started_at: float, ended_at: float) -> None:
     """Run state and task instances of the one run in this AIRFLOW_HOME."""
-    out = subprocess.run(
-        [_airflow(), "dags", "list-runs", figures.dag_id, "-o", "json"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=True,
-    ).stdout
-    runs = _json_rows(out)
+    runs = airflow_json(["dags", "list-runs", figures.dag_id], env)
     if len(runs) != 1:
         raise RuntimeError(f"expected one run of {figures.dag_id}, found {len(runs)}")
     figures.dag_state = str(runs[0].get("state"))
-    out = subprocess.run(
-        [
-            _airflow(),
-            "tasks",
-            "states-for-dag-run",
-            figures.dag_id,
-            runs[0]["run_id"],
-            "-o",
-            "json",
-        ],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=True,
-    ).stdout
-    rows = _json_rows(out)
+    rows = airflow_json(["tasks", "states-for-dag-run", figures.dag_id, runs[0]["run_id"]], env)
     starts, ends = [], []
     per_layer: dict[int, list[tuple[float, float]]] = defaultdict(list)
     for row in rows:
@@ -209,7 +173,6 @@ def run(spec: DatasetSpec = SPEC, root: Path = ROOT, *, airflow_module: bool = F
     from meshing_core.config import load_config
     from meshing_core.run.cpus import available_cpus
     from meshing_core.timestamps import format_timestamp
-    from tools.airflow_env import airflow_env, free_port
 
     graph_yaml, build_seconds = build_dataset(spec, root)
     graph_yaml = graph_yaml.resolve()
@@ -235,7 +198,9 @@ def run(spec: DatasetSpec = SPEC, root: Path = ROOT, *, airflow_module: bool = F
         folder.mkdir(parents=True)
     (configs / f"{config.name}.yaml").write_text(f"graph: {graph_yaml}\n")
     env = airflow_env(home, configs=configs, port=free_port())
-    figures.migrate_seconds, _ = _run([_airflow(), "db", "migrate"], env, logs / "migrate.log")
+    figures.migrate_seconds, _ = _run(
+        [airflow_executable(), "db", "migrate"], env, logs / "migrate.log"
+    )
 
     # direct run from an absent mesh dir
     shutil.rmtree(mesh_root, ignore_errors=True)

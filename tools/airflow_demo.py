@@ -11,19 +11,24 @@ file under the home; a failed run prints its path and exits 1.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-from tools.airflow_env import CONFIGS, DEFAULT_HOME, REPO, airflow_env
+from tools.airflow_env import (
+    CONFIGS,
+    DEFAULT_HOME,
+    REPO,
+    airflow_env,
+    airflow_executable,
+    airflow_json,
+)
 
 log = logging.getLogger("demo")
 
 DAG_ID = "mesh_example"
-AIRFLOW = Path(sys.executable).parent / "airflow"
 
 
 def _configs_for(graph_yaml: Path, home: Path) -> Path:
@@ -46,7 +51,7 @@ def _airflow(args: list[str], env: dict[str, str], logfile: Path, timeout: float
         out.write(f"\n$ airflow {' '.join(args)}\n")
         out.flush()
         proc = subprocess.run(
-            [str(AIRFLOW), *args],
+            [airflow_executable(), *args],
             env=env,
             cwd=REPO,
             stdout=out,
@@ -56,26 +61,14 @@ def _airflow(args: list[str], env: dict[str, str], logfile: Path, timeout: float
     return proc.returncode
 
 
-def _last_run(env: dict[str, str], logfile: Path) -> dict[str, str] | None:
+def _last_run(env: dict[str, str]) -> dict[str, str] | None:
     """The newest run of the example DAG as ``airflow dags list-runs`` reports it."""
-    proc = subprocess.run(
-        [str(AIRFLOW), "dags", "list-runs", DAG_ID, "-o", "json"],
-        env=env,
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    with logfile.open("a") as out:
-        out.write(proc.stderr)
-    for line in reversed(proc.stdout.splitlines()):  # warnings may come before the JSON
-        if line.startswith(("[{", "[]")):
-            try:
-                runs = json.loads(line)
-            except json.JSONDecodeError:
-                return None
-            return runs[0] if runs else None
-    return None
+    try:
+        runs = airflow_json(["dags", "list-runs", DAG_ID], env)
+    except (RuntimeError, ValueError, subprocess.SubprocessError) as exc:
+        log.warning("could not read the run's state: %s", exc)
+        return None
+    return runs[0] if runs else None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -106,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     log.info("running DAG %s through Airflow (airflow dags test; log: %s)", DAG_ID, logfile)
     code = _airflow(["dags", "test", DAG_ID], env, logfile, timeout=3600)
-    run = _last_run(env, logfile)
+    run = _last_run(env)
     state = (run or {}).get("state", "unknown")
     seconds = time.monotonic() - started
     print()

@@ -9,8 +9,11 @@ paused DAG would wait forever), the API server and the execution API on one loop
 
 from __future__ import annotations
 
+import json
 import os
 import socket
+import subprocess
+import sys
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -59,3 +62,29 @@ def airflow_env(
     path = env.get("PYTHONPATH")
     env["PYTHONPATH"] = str(REPO) + (os.pathsep + path if path else "")
     return env
+
+
+def airflow_executable() -> str:
+    """The ``airflow`` script of the running interpreter's environment."""
+    return str(Path(sys.executable).parent / "airflow")
+
+
+def airflow_json(args: list[str], env: Mapping[str, str], timeout: float = 300) -> list[dict]:
+    """Run ``airflow <args> -o json`` and return the JSON list it printed.
+
+    Airflow may print warnings around the JSON, so the last line that is a JSON list is taken.
+    """
+    proc = subprocess.run(
+        [airflow_executable(), *args, "-o", "json"],
+        env=dict(env),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    for line in reversed(proc.stdout.splitlines()):
+        if line.startswith("[{") or line.strip() == "[]":
+            return json.loads(line)
+    raise RuntimeError(
+        f"`airflow {' '.join(args)}` printed no JSON list (exit {proc.returncode}): "
+        f"{(proc.stderr or proc.stdout)[-300:]!r}"
+    )

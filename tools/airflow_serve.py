@@ -30,7 +30,14 @@ from typing import Any
 import requests
 import yaml
 
-from tools.airflow_env import ADMIN_USER, CONFIGS, DEFAULT_HOME, DEFAULT_PORT, airflow_env
+from tools.airflow_env import (
+    ADMIN_USER,
+    CONFIGS,
+    DEFAULT_HOME,
+    DEFAULT_PORT,
+    airflow_env,
+    airflow_executable,
+)
 
 log = logging.getLogger(__name__)
 
@@ -77,11 +84,6 @@ def port_is_free(port: int) -> bool:
         except OSError:
             return False
     return True
-
-
-def airflow_executable() -> Path:
-    """The ``airflow`` script of the running interpreter's environment (the project's venv)."""
-    return Path(sys.executable).parent / "airflow"
 
 
 @dataclass
@@ -288,7 +290,7 @@ def standalone(
     env = airflow_env(home, configs=Path(configs), port=port)
     env.update(SERVER_TUNING)
     env.update(extra_env or {})
-    env["PATH"] = str(airflow_executable().parent) + os.pathsep + env.get("PATH", "")
+    env["PATH"] = str(Path(airflow_executable()).parent) + os.pathsep + env.get("PATH", "")
     server = Server(home=home, port=port, env=env, log_path=home / LOG_NAME)
     try:
         with server.log_path.open("ab") as log_file:
@@ -296,7 +298,7 @@ def standalone(
             for command in COMPONENTS:
                 server.processes.append(
                     subprocess.Popen(
-                        [str(airflow_executable()), *command],
+                        [airflow_executable(), *command],
                         env=env,
                         cwd=home,
                         stdin=subprocess.DEVNULL,
@@ -325,7 +327,7 @@ def _migrate(server: Server, log_file: Any, timeout: float) -> None:
     """``airflow db migrate`` (seconds on SQLite; a no-op when the home is up to date)."""
     try:
         proc = subprocess.run(
-            [str(airflow_executable()), "db", "migrate"],
+            [airflow_executable(), "db", "migrate"],
             env=server.env,
             cwd=server.home,
             stdin=subprocess.DEVNULL,
@@ -430,7 +432,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--configs", type=Path, default=CONFIGS, help="folder of graph entries")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
-    if not airflow_executable().exists():
+    if not Path(airflow_executable()).exists():
         print(f"error: {airflow_executable()} not found: run `make venv` first", file=sys.stderr)
         return 2
 
