@@ -120,6 +120,13 @@ def _params(n_layers: int, mode: str) -> dict[str, Param]:
         ),
         "mode": Param(mode, enum=list(MODES), title="Execution mode"),
         "force": Param(False, type="boolean", title="Re-mesh chunks already done"),
+        "break_lease": Param(
+            False,
+            type="boolean",
+            title="Take over a stale lease",
+            description="Only when the run holding the mesh dir is dead or silent for longer "
+            "than lease_ttl_s; a live run's lease is never broken.",
+        ),
         "chunk_start": _box_param(triple, "Sub-box start (layer-2 chunk coordinates x, y, z)"),
         "chunk_end": _box_param(triple, "Sub-box end, exclusive"),
         "batch_size": Param(
@@ -222,7 +229,12 @@ def build_dag(entry: Path, info: dict[str, Any]) -> DAG:
             owner = f"airflow {dag_run.dag_id}/{dag_run.run_id}"
             try:
                 ticket = begin_run(
-                    _load(graph_yaml), ts, max_layer, owner=owner, force=run_info["force"]
+                    _load(graph_yaml),
+                    ts,
+                    max_layer,
+                    owner=owner,
+                    force=run_info["force"],
+                    break_lease=bool(params.get("break_lease")),
                 )
             except MeshingError as exc:
                 raise AirflowFailException(str(exc)) from exc
@@ -339,7 +351,7 @@ def build_dag(entry: Path, info: dict[str, Any]) -> DAG:
                     batches = list(results or [])
                     config_now = _load(graph_yaml)
                     totals = layer_summary(config_now, layer, float(run_info["timestamp"]))
-                    if totals["chunks_failed"] == 0:
+                    if totals["chunks_done"] == totals["chunks_total"]:  # not for a sub-box
                         layer_finished(config_now, run_info, layer)
                     totals.update(
                         batches=len(batches),
@@ -366,9 +378,10 @@ def build_dag(entry: Path, info: dict[str, Any]) -> DAG:
             # task `start`, and Airflow requires those to be all_success
             run_info = get_current_context()["ti"].xcom_pull(task_ids="start")
             result = finish_run(_load(graph_yaml), run_info)
-            return {k: result[k] for k in ("custom_data", "watershed_info", "mesh")}
+            keep = ("complete", "incomplete_layers", "custom_data", "watershed_info", "mesh")
+            return {k: v for k, v in result.items() if k in keep}
 
-        @task(task_id="end_run")
+        @task(task_id="end_run", retries=2, retry_delay=timedelta(seconds=10))
         def end_run(run_info: dict[str, Any]) -> str:
             """Teardown: an unfinished run is marked failed in the journal; the lease is freed."""
             from meshing_core.run.orchestrated import end_run as end
@@ -414,7 +427,8 @@ def build_all(folder: Path) -> dict[str, DAG]:
         log.error("meshing configs folder %s not found: set %s", folder, CONFIGS_ENV)
         return dags
     entries = sorted(p for p in folder.iterdir() if p.suffix in (".yaml", ".yml") and p.is_file())
-    for entry in entries:
+    broken: list[tuple[Path, str]] = []
+    for entry in entries:  # healthy graphs first: a placeholder never takes a real DAG's id
         try:
             info = read_entry(entry)
             dag_id = dag_id_for(info["config"].name)
@@ -427,10 +441,12 @@ def build_all(folder: Path) -> dict[str, DAG]:
         except Exception as exc:  # any failure must leave the other graphs' DAGs loadable
             message = str(exc) if isinstance(exc, EntryError) else f"{entry}: {exc}"
             log.error("meshing config broken: %s", message)
-            dag_id = dag_id_for(entry.stem)
-            if dag_id in dags:
-                dag_id += "__broken"
-            dags[dag_id] = placeholder_dag(entry, dag_id, message)
+            broken.append((entry, message))
+    for entry, message in broken:
+        dag_id = dag_id_for(entry.stem)
+        if dag_id in dags:
+            dag_id += "__broken"
+        dags[dag_id] = placeholder_dag(entry, dag_id, message)
     return dags
 
 

@@ -221,7 +221,11 @@ def test_local_mode_run_meshes_every_layer_and_writes_metadata(
 
     configs = tmp_path / "configs"
     configs.mkdir()
-    (configs / "example.yaml").write_text(f"graph: {example_copy / 'graph.yaml'}\n")
+    graph_yaml = example_copy / "graph.yaml"
+    data = yaml.safe_load(graph_yaml.read_text())
+    data["batches"]["chunks_per_batch"] = 16  # several batches per layer share lease and records
+    graph_yaml.write_text(yaml.safe_dump(data))
+    (configs / "example.yaml").write_text(f"graph: {graph_yaml}\n")
     env = _airflow_env(migrated_home, configs)
     conf = {"timestamp": "2021-03-04T00:00:00Z"}
     result = _python(RUN, env, "mesh_example", json.dumps(conf))
@@ -239,6 +243,7 @@ def test_local_mode_run_meshes_every_layer_and_writes_metadata(
         assert summary["chunks_done"] == summary["chunks_total"] > 0, summary
         assert summary["chunks_failed"] == 0 and summary["skipped"] == 0, summary
     assert any(k.startswith(f"layer_{config.n_layers}.batch[") for k in result["tasks"])
+    assert sum(k.startswith("layer_2.batch[") for k in result["tasks"]) == 7  # 112 chunks / 16
 
     sharding = files.read_json(config.mesh_cloudpath, "info")["sharding"]
     graph = open_graph(config)

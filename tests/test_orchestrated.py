@@ -6,12 +6,24 @@ import pytest
 
 from meshing_core.config import load_config
 from meshing_core.run.lease import LeaseError, acquire, read_lease
-from meshing_core.run.orchestrated import begin_run, end_run, holding_lease, layer_finished
-from meshing_core.run.records import RunJournal, plan_run
+from meshing_core.run.orchestrated import (
+    SupersededRunError,
+    begin_run,
+    end_run,
+    finish_run,
+    holding_lease,
+    layer_finished,
+)
+from meshing_core.run.records import RecordStore, RunJournal, chunk_order, plan_run
 from meshing_core.store.setup import setup_meshes
 
 T = 1614816000.0
 OWNER = "airflow mesh_example/manual__1"
+
+
+def _record_layer_done(config, layer: int, timestamp: float) -> None:
+    store = RecordStore(config, timestamp)
+    store.record_chunks(layer, {c: 0 for c in chunk_order(store.meta, layer)})
 
 
 @pytest.fixture()
@@ -74,9 +86,9 @@ def test_a_batch_refuses_to_work_under_another_runs_lease(config):
 
 def test_a_run_at_a_new_timestamp_drops_the_previous_run_metadata(config):
     from meshing_core.graph.embedded import open_graph
-    from meshing_core.run.orchestrated import finish_run
 
     first = begin_run(config, T, 2, owner=OWNER)
+    _record_layer_done(config, 2, T)
     finish_run(config, first)
     assert read_lease(config) is None  # freed even when a cleared run never reruns its teardown
     assert end_run(config, first, why="-") == "finished"
@@ -88,3 +100,48 @@ def test_a_run_at_a_new_timestamp_drops_the_previous_run_metadata(config):
         assert "initial_ts" not in graph.custom_data()["mesh"]
     finally:
         graph.close()
+
+
+def test_a_cleared_task_of_a_superseded_run_is_refused(config):
+    old = begin_run(config, T, 5, owner=OWNER)
+    end_run(config, old, why="failed")
+    newer = begin_run(config, T + 86400, 5, owner="airflow mesh_example/manual__2")
+    end_run(config, newer, why="failed")
+    # the old run's start task (clear with downstream) and its batches (clear only failed)
+    with pytest.raises(SupersededRunError, match="superseded by the run at 2021-03-05"):
+        begin_run(config, T, 5, owner=OWNER)
+    with pytest.raises(SupersededRunError, match="trigger a new run"), holding_lease(config, old):
+        pytest.fail("the old batch must not write")
+    assert read_lease(config) is None and RunJournal(config).last().timestamp == T + 86400
+    # a new DAG run may still choose the old timestamp on purpose
+    assert begin_run(config, T, 5, owner="airflow mesh_example/manual__3")["action"] == "new"
+
+
+def test_a_sub_box_run_writes_no_metadata_and_stays_resumable(config):
+    ticket = begin_run(config, T, 3, owner=OWNER)
+    _record_layer_done(config, 2, T)
+    store = RecordStore(config, T)
+    store.record_chunks(3, {next(iter(chunk_order(store.meta, 3))): 0})  # one chunk of layer 3
+    result = finish_run(config, ticket)
+    assert result["complete"] is False and result["incomplete_layers"] == {3: "1 of 16"}
+    entry = RunJournal(config).get(T)
+    assert entry.state == "failed" and "partial run (layer 3: 1 of 16 chunks done)" in entry.error
+    assert read_lease(config) is None
+    from meshing_core.graph.embedded import open_graph
+
+    graph = open_graph(config)
+    try:
+        assert "initial_ts" not in (graph.custom_data().get("mesh") or {})
+    finally:
+        graph.close()
+
+
+def test_break_lease_takes_over_only_a_stale_lease(config):
+    from meshing_core.run.lease import LeaseHolder, _write
+
+    stale = LeaseHolder(T, "other-host", 0, T, T, "old-token", owner="airflow mesh_example/x")
+    _write(config, stale)  # silent since 2021: expired
+    with pytest.raises(LeaseError, match="break_lease=true in the trigger form"):
+        begin_run(config, T, 5, owner=OWNER)
+    ticket = begin_run(config, T, 5, owner=OWNER, break_lease=True)
+    assert read_lease(config).token == ticket["token"]

@@ -331,3 +331,18 @@ def test_first_unrecorded_reads_only_the_batches_under_the_box(config, meta):
     # recording it later is seen by the same store (its summary of that batch is dropped)
     reader.record_chunks(2, {(3, 2, 1): 0})
     assert reader.first_unrecorded(2, (0, 0, 0), (4, 4, 2)) is None
+
+
+def test_batch_size_comes_from_a_voxel_budget_unless_set(base):
+    config = replace(base[0], batches={"voxels_per_batch": 2**20, "max_map_length": 1024})
+    chunk_voxels = config.chunk_size[0] * config.chunk_size[1] * config.chunk_size[2]
+    assert records.chunks_per_batch(config) == -(-(2**20) // chunk_voxels)
+    at_mip1 = replace(config, mip=1)  # a quarter of the voxels per chunk: four times the chunks
+    assert records.chunks_per_batch(at_mip1) == -(-(2**20) // (chunk_voxels // 4))
+    explicit = replace(config, batches={**config.batches, "chunks_per_batch": 3})
+    assert records.chunks_per_batch(explicit) == 3
+    for bad in ({"chunks_per_batch": "lots"}, {"voxels_per_batch": 0}, {"max_map_length": 2.5}):
+        broken = replace(config, batches={**config.batches, **bad})
+        with pytest.raises(MeshingError, match=f"batches.{next(iter(bad))} is") as err:
+            records.default_batch_size(broken, base[1], 2)
+        assert "\n" not in str(err.value) and "whole number >= 1" in str(err.value)

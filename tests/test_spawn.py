@@ -18,7 +18,8 @@ else:
     sys.path.insert(0, sys.argv[2])
     from meshing_core.run.spawn import spawn_pool
     main = sys.modules["__main__"]
-    with spawn_pool(2) as pool:
+    with spawn_pool(6) as pool:
+        assert len(pool._processes) == 6
         print(sorted(pool.map(abs, [-3, -1, -2])))
     assert sys.modules["__main__"] is main
 """

@@ -254,6 +254,7 @@ def acquire(
     *,
     ttl_s: float | None = None,
     heartbeat: bool = True,
+    break_hint: str = "--break-lease",
 ) -> Lease:
     """Take the mesh dir's lease for ``holder`` (a ``LeaseHolder`` or a run timestamp).
 
@@ -269,7 +270,7 @@ def acquire(
     if not holder.token:
         holder = replace(holder, token=uuid.uuid4().hex)
     ttl = ttl_from_config(config) if ttl_s is None else float(ttl_s)
-    flag = "--break-lease"
+    flag = break_hint  # how the caller's user breaks a stale lease (a CLI flag, a form field)
     where = f"{config.mesh_cloudpath}/{LEASE}"
     for _ in range(3):
         current = read_lease(config)

@@ -95,28 +95,40 @@ def chunk_order(
         yield chunk_at(meta, layer, index)
 
 
+def _setting(config: GraphConfig, key: str, default: int | None) -> int | None:
+    value = (config.batches or {}).get(key, default)
+    if value is None:
+        return None
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        number = 0
+    if number < 1 or str(number) != str(value).strip():
+        raise RecordError(
+            f"{config.source}: batches.{key} is {value!r}: give a whole number >= 1 (or remove it)"
+        )
+    return number
+
+
 def chunks_per_batch(config: GraphConfig) -> int:
     """``batches.chunks_per_batch`` if set, else enough chunks for ``batches.voxels_per_batch``.
 
-    The count is the same at every layer: a higher-layer chunk covers more volume, but stitching
-    it is far cheaper per voxel than meshing.
+    Voxels are counted at the mesh mip (x and y halve per mip; z is not assumed to). The count
+    is the same at every layer: a higher-layer chunk covers more volume, but stitching it is far
+    cheaper per voxel than meshing.
     """
-    batches = config.batches or {}
-    if batches.get("chunks_per_batch") is not None:
-        return int(batches["chunks_per_batch"])
-    voxels = int(batches.get("voxels_per_batch", 2**27))
-    return max(1, math.ceil(voxels / math.prod(int(c) for c in config.chunk_size)))
+    explicit = _setting(config, "chunks_per_batch", None)
+    if explicit is not None:
+        return explicit
+    voxels = _setting(config, "voxels_per_batch", 2**27) or 2**27
+    chunk_voxels = math.prod(int(c) for c in config.chunk_size) / 4 ** int(config.mip)
+    return max(1, math.ceil(voxels / max(chunk_voxels, 1.0)))
 
 
 def default_batch_size(config: GraphConfig, meta: GraphMeta, layer: int) -> int:
     """``chunks_per_batch(config)``, grown so a layer maps to at most ``max_map_length`` batches."""
     per_batch = chunks_per_batch(config)
-    max_map = int(config.batches.get("max_map_length", 1024))
-    if per_batch < 1 or max_map < 1:
-        raise RecordError(
-            f"{config.source}: batches.chunks_per_batch (or voxels_per_batch) and "
-            "batches.max_map_length must be >= 1"
-        )
+    max_map = _setting(config, "max_map_length", 1024) or 1024
     return max(per_batch, math.ceil(chunk_total(meta, layer) / max_map))
 
 
@@ -430,6 +442,9 @@ class RecordStore:
         """Delete the records of one layer (or all layers) at this timestamp, e.g. for --force."""
         prefix = self.prefix + "/" if layer is None else self.layer_prefix(layer) + "/"
         self._cache = {k: v for k, v in self._cache.items() if layer is not None and k[0] != layer}
+        self._completion = {
+            k: v for k, v in self._completion.items() if layer is not None and k[0] != layer
+        }
         if layer is None:
             self._sizes.clear()
         else:
@@ -448,6 +463,7 @@ class RunEntry:
     state: str = RUNNING
     finished: float | None = None
     host: str = ""
+    owner: str = ""  # a DAG run's id when an orchestrator runs it; empty for `run`
     layers_done: list[int] = field(default_factory=list)
     error: str | None = None
 
@@ -505,7 +521,7 @@ class RunJournal:
         runs = self.runs()
         return max(runs, key=lambda r: r.started) if runs else None
 
-    def start(self, timestamp: float, max_layer: int) -> RunEntry:
+    def start(self, timestamp: float, max_layer: int, owner: str = "") -> RunEntry:
         """Record a run as running (resuming its entry if it exists); supersede every other.
 
         Other timestamps' records are deleted: this run overwrites the mesh dir's shards, so
@@ -520,6 +536,7 @@ class RunJournal:
             runs.append(entry)
         entry.state, entry.finished, entry.error = RUNNING, None, None
         entry.max_layer, entry.started, entry.host = int(max_layer), now, socket.gethostname()
+        entry.owner = owner
         for other in runs:
             if other is not entry and other.state != SUPERSEDED:
                 other.state = SUPERSEDED

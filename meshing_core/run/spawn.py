@@ -31,15 +31,18 @@ def _bare_main() -> Iterator[None]:
 def spawn_pool(workers: int) -> ProcessPoolExecutor:
     """A started pool of ``workers`` spawned processes (no forked SQLite handles or threads).
 
-    A spawn pool starts one process per submit until it has ``workers`` (a process takes the
-    parent's main-module data when it starts), so ``workers`` no-op submits under
-    ``_bare_main`` start them all; a worker needs far longer to come up than the loop takes,
-    so none is idle in between to be reused.
+    A process takes the parent's main-module data when it starts, and a spawn pool starts one
+    process per submit (reusing idle ones), so all ``workers`` are launched at once under
+    ``_bare_main`` (no-op submits are the fallback where the pool cannot launch them itself).
     """
     pool = ProcessPoolExecutor(
         max_workers=int(workers), mp_context=multiprocessing.get_context("spawn")
     )
     with _bare_main():
-        for _ in range(int(workers)):
-            pool.submit(int)
+        launch = getattr(pool, "_launch_processes", None)  # CPython >= 3.9: all at once
+        if callable(launch):
+            launch()
+        else:
+            for _ in range(int(workers)):
+                pool.submit(int)
     return pool
