@@ -98,7 +98,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: `airflow db migrate` failed: see {logfile}", file=sys.stderr)
         return 1
     log.info("running DAG %s through Airflow (airflow dags test; log: %s)", DAG_ID, logfile)
-    code = _airflow(["dags", "test", DAG_ID], env, logfile, timeout=3600)
+    try:
+        code = _airflow(["dags", "test", DAG_ID], env, logfile, timeout=3600)
+    except subprocess.TimeoutExpired:
+        print(f"error: the DAG run took over an hour: see {logfile}", file=sys.stderr)
+        return 1
     run = _last_run(env)
     state = (run or {}).get("state", "unknown")
     seconds = time.monotonic() - started

@@ -223,6 +223,9 @@ def log_tail(path: Path, lines: int = 30) -> str:
 def _stop_groups(processes: list[subprocess.Popen[bytes]], timeout: float = STOP_TIMEOUT_S) -> None:
     """SIGTERM every component's process group, wait (bounded) until all are gone, then SIGKILL."""
     groups = [p.pid for p in processes]  # start_new_session: each group id is its leader's pid
+    # task runners (and their meshing workers) may sit in process groups of their own: note
+    # every descendant now, and kill whatever of them outlives the components
+    descendants = _descendants(groups)
     for pgid in groups:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(pgid, signal.SIGTERM)
@@ -243,6 +246,24 @@ def _stop_groups(processes: list[subprocess.Popen[bytes]], timeout: float = STOP
     for process in processes:
         with contextlib.suppress(subprocess.TimeoutExpired):
             process.wait(timeout=5)
+    import psutil
+
+    for child in descendants:
+        with contextlib.suppress(psutil.Error):
+            if child.is_running():
+                log.warning("Airflow task process %d outlived its server: killing it", child.pid)
+                child.kill()
+
+
+def _descendants(pids: list[int]) -> list[Any]:
+    """Every live descendant process of ``pids`` (psutil handles, safe against pid reuse)."""
+    import psutil
+
+    found: list[Any] = []
+    for pid in pids:
+        with contextlib.suppress(psutil.Error):
+            found.extend(psutil.Process(pid).children(recursive=True))
+    return found
 
 
 def _group_alive(pgid: int) -> bool:
