@@ -214,3 +214,16 @@ def write_config(
     tmp.write_text(yaml.safe_dump(data, sort_keys=False))
     os.replace(tmp, target)
     return target
+
+
+def positive_int(
+    value: Any, name: str, source: Any, error: type[MeshingError] = ConfigError
+) -> int:
+    """``value`` as a whole number >= 1, else ``error`` naming the setting and where to fix it."""
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        number = 0
+    if isinstance(value, bool) or number < 1 or str(number) != str(value).strip():
+        raise error(f"{source}: {name} is {value!r}: give a whole number >= 1 (or remove it)")
+    return number

@@ -361,5 +361,5 @@ def test_nodes_over_the_size_limit_are_skipped_and_reported(meshed, tmp_path) ->
             assert parent not in kept
             parent = graph.parents([parent], ts).get(parent)
     bad = replace(config, raw={**config.raw, "mesh": {**config.raw["mesh"], "max_triangles": 0}})
-    with pytest.raises(MeshingError, match="max_triangles must be a positive integer"):
+    with pytest.raises(MeshingError, match="mesh.max_triangles is .*: give a whole number >= 1"):
         mesh_layer(bad, 3, timestamp=ts, workers=1, progress=False)

@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from meshing_core import ids
+from meshing_core.config import positive_int
 from meshing_core.errors import MeshingError
 from meshing_core.graph.protocol import ChunkedGraphReader
 from meshing_core.mesh.descendants import fragment_sources, multi_child_plan
@@ -65,16 +66,8 @@ def max_triangles_of(config: Any) -> int:
     value = mesh.get("max_triangles") if isinstance(mesh, dict) else None
     if value is None:
         return DEFAULT_MAX_TRIANGLES
-    try:
-        limit = int(value)
-    except (TypeError, ValueError):
-        limit = 0
-    if isinstance(value, bool) or limit < 1 or limit != value:
-        raise StitchError(
-            f"{getattr(config, 'source', 'graph.yaml')}: mesh.max_triangles must be a positive "
-            f"integer, got {value!r}"
-        )
-    return limit
+    source = getattr(config, "source", "graph.yaml")
+    return positive_int(value, "mesh.max_triangles", source, StitchError)
 
 
 def _node_mesh(

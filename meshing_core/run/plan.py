@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from meshing_core.config import GraphConfig
+from meshing_core.config import GraphConfig, positive_int
 from meshing_core.errors import MeshingError
 from meshing_core.graph.protocol import GraphMeta
 from meshing_core.run.records import (
@@ -56,15 +56,7 @@ def _meta_of(config: GraphConfig) -> GraphMeta:
 
 
 def _positive(value: Any, name: str, config: GraphConfig) -> int:
-    try:
-        number = int(value)
-    except (TypeError, ValueError):
-        number = 0
-    if number < 1:
-        raise PlanError(
-            f"{name} must be an integer >= 1 (got {value!r}): fix it in {config.source}"
-        )
-    return number
+    return positive_int(value, name, config.source, PlanError)
 
 
 def _box(

@@ -29,7 +29,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
-from meshing_core.config import GraphConfig
+from meshing_core.config import GraphConfig, positive_int
 from meshing_core.errors import MeshingError
 from meshing_core.graph.protocol import GraphMeta
 from meshing_core.store import files
@@ -99,15 +99,7 @@ def _setting(config: GraphConfig, key: str, default: int | None) -> int | None:
     value = (config.batches or {}).get(key, default)
     if value is None:
         return None
-    try:
-        number = int(value)
-    except (TypeError, ValueError):
-        number = 0
-    if number < 1 or str(number) != str(value).strip():
-        raise RecordError(
-            f"{config.source}: batches.{key} is {value!r}: give a whole number >= 1 (or remove it)"
-        )
-    return number
+    return positive_int(value, f"batches.{key}", config.source, RecordError)
 
 
 def chunks_per_batch(config: GraphConfig) -> int:
