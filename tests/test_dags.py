@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tools.airflow_env import airflow_env
+from tools.airflow_env import airflow_env, migrate_db
 
 REPO = Path(__file__).resolve().parents[1]
 DAGS = REPO / "dags"
@@ -202,12 +202,7 @@ def test_configs_folder_with_generated_graphs(tmp_path):
 @pytest.fixture(scope="module")
 def migrated_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
     home = tmp_path_factory.mktemp("airflow-home")
-    airflow = Path(sys.executable).parent / "airflow"
-    env = _airflow_env(home, CONFIGS)
-    proc = subprocess.run(
-        [str(airflow), "db", "migrate"], env=env, capture_output=True, text=True, timeout=300
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    migrate_db(_airflow_env(home, CONFIGS), home / "migrate.log", timeout=300)
     return home
 
 

@@ -21,9 +21,11 @@ from tools.airflow_env import (
     CONFIGS,
     DEFAULT_HOME,
     REPO,
+    AirflowSetupError,
     airflow_env,
     airflow_executable,
     airflow_json,
+    migrate_db,
 )
 
 log = logging.getLogger("demo")
@@ -94,8 +96,10 @@ def main(argv: list[str] | None = None) -> int:
 
     started = time.monotonic()
     log.info("preparing Airflow's metadata DB in %s", home)
-    if _airflow(["db", "migrate"], env, logfile, timeout=600) != 0:
-        print(f"error: `airflow db migrate` failed: see {logfile}", file=sys.stderr)
+    try:
+        migrate_db(env, logfile)
+    except AirflowSetupError as exc:
+        print(f"error: {exc}", file=sys.stderr)
         return 1
     log.info("running DAG %s through Airflow (airflow dags test; log: %s)", DAG_ID, logfile)
     try:

@@ -88,3 +88,31 @@ def airflow_json(args: list[str], env: Mapping[str, str], timeout: float = 300) 
         f"`airflow {' '.join(args)}` printed no JSON list (exit {proc.returncode}): "
         f"{(proc.stderr or proc.stdout)[-300:]!r}"
     )
+
+
+class AirflowSetupError(RuntimeError):
+    """Airflow's own set-up failed; the message is one line naming the log to read."""
+
+
+def migrate_db(env: Mapping[str, str], log_path: Path, timeout: float = 600) -> None:
+    """``airflow db migrate`` for the home in ``env`` (seconds on SQLite; a no-op when current).
+
+    Its output is appended to ``log_path``.
+    """
+    with Path(log_path).open("a") as log_file:
+        try:
+            proc = subprocess.run(
+                [airflow_executable(), "db", "migrate"],
+                env=dict(env),
+                cwd=REPO,
+                stdin=subprocess.DEVNULL,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                timeout=timeout,
+            )
+        except subprocess.TimeoutExpired as exc:
+            raise AirflowSetupError(
+                f"airflow db migrate took over {timeout:.0f} s: see {log_path}"
+            ) from exc
+    if proc.returncode != 0:
+        raise AirflowSetupError(f"airflow db migrate failed ({proc.returncode}): see {log_path}")

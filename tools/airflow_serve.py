@@ -35,8 +35,10 @@ from tools.airflow_env import (
     CONFIGS,
     DEFAULT_HOME,
     DEFAULT_PORT,
+    AirflowSetupError,
     airflow_env,
     airflow_executable,
+    migrate_db,
 )
 
 log = logging.getLogger(__name__)
@@ -314,8 +316,11 @@ def standalone(
     env["PATH"] = str(Path(airflow_executable()).parent) + os.pathsep + env.get("PATH", "")
     server = Server(home=home, port=port, env=env, log_path=home / LOG_NAME)
     try:
+        try:
+            migrate_db(server.env, server.log_path, start_timeout)
+        except AirflowSetupError as exc:
+            raise ServeError(f"{exc}\n" + log_tail(server.log_path)) from exc
         with server.log_path.open("ab") as log_file:
-            _migrate(server, log_file, start_timeout)
             for command in COMPONENTS:
                 server.processes.append(
                     subprocess.Popen(
@@ -342,30 +347,6 @@ def standalone(
             server._session.close()
         finally:
             signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
-
-
-def _migrate(server: Server, log_file: Any, timeout: float) -> None:
-    """``airflow db migrate`` (seconds on SQLite; a no-op when the home is up to date)."""
-    try:
-        proc = subprocess.run(
-            [airflow_executable(), "db", "migrate"],
-            env=server.env,
-            cwd=server.home,
-            stdin=subprocess.DEVNULL,
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-            timeout=timeout,
-            check=False,
-        )
-    except subprocess.TimeoutExpired as exc:
-        raise ServeError(
-            f"airflow db migrate took over {timeout:.0f} s: see {server.log_path}"
-        ) from exc
-    if proc.returncode != 0:
-        raise ServeError(
-            f"airflow db migrate failed ({proc.returncode}): see {server.log_path}\n"
-            + log_tail(server.log_path)
-        )
 
 
 def expected_dags(configs: Path) -> list[str]:
