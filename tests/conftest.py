@@ -35,3 +35,25 @@ def example_copy(example_dir: Path, tmp_path: Path) -> Path:
     target = tmp_path / "example"
     shutil.copytree(example_dir, target)
     return target
+
+
+@pytest.fixture(scope="session")
+def example_from(request: pytest.FixtureRequest):
+    """``example_from(source, root)``: the example at ``root`` built from "gala" or "synthetic".
+
+    "gala" copies the session's ``example_dir`` (skipping without the crop); "synthetic" builds
+    what a clone without the gala files builds (the fallback volume).
+    """
+    from meshing_core.build import example
+
+    def build(source: str, root: Path) -> Path:
+        if source == "gala":
+            request.getfixturevalue("gala_dir")  # skips without the crop
+            shutil.copytree(request.getfixturevalue("example_dir"), root)
+        else:
+            with pytest.MonkeyPatch.context() as patch:
+                patch.setattr(example, "GALA", root.parent / "no-gala-here")
+                example.build_example(root, progress=False)
+        return root
+
+    return build

@@ -6,9 +6,7 @@ without the gala files.
 
 from __future__ import annotations
 
-import shutil
 from dataclasses import dataclass
-from pathlib import Path
 
 import DracoPy
 import igl
@@ -16,7 +14,6 @@ import numpy as np
 import pytest
 import zmesh
 
-from meshing_core.build import example
 from meshing_core.config import load_config
 from meshing_core.graph.embedded import open_graph
 from meshing_core.mesh.layer2 import chunk_grid, chunk_labels
@@ -49,24 +46,12 @@ def _fragments(config, meta, coords) -> dict[int, bytes]:
     return dict(ShardReader(bytes_source(data), spec).items())
 
 
-def _synthetic_example(out: Path) -> Path:
-    """The example as a clone without the gala files builds it: from the synthetic volume."""
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(example, "GALA", out.parent / "no-gala-here")
-        example.build_example(out, progress=False)
-    return out
-
-
 @pytest.fixture(scope="module", params=["gala", "synthetic"])
-def dataset(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory):
+def dataset(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, example_from):
     """The example dataset, from the real gala crop and from the synthetic fallback."""
-    root = tmp_path_factory.mktemp(f"geometry-{request.param}") / "example"
-    if request.param == "gala":
-        if not (example.GALA / "train-ws.lzf.h5").exists():
-            pytest.skip("the shared gala crop is not beside this clone")
-        shutil.copytree(request.getfixturevalue("example_dir"), root)
-    else:
-        _synthetic_example(root)
+    root = example_from(
+        request.param, tmp_path_factory.mktemp(f"geometry-{request.param}") / "example"
+    )
     config = load_config(root)
     assert config.name == "example"
     setup_meshes(config)

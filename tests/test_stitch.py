@@ -17,7 +17,6 @@ import pytest
 from scipy.spatial import cKDTree
 
 from meshing_core import ids
-from meshing_core.build import example as example_module
 from meshing_core.config import load_config
 from meshing_core.errors import MeshingError
 from meshing_core.graph.embedded import open_graph
@@ -36,17 +35,11 @@ TOP = 5
 
 
 @pytest.fixture(scope="module", params=["gala", "synthetic"])
-def meshed(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory):
+def meshed(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, example_from):
     """The example (gala, or its synthetic fallback) meshed at layers 2..5 once, after both edits."""
-    root = tmp_path_factory.mktemp(f"stitch-{request.param}") / "example"
-    if request.param == "gala":
-        if not (example_module.GALA / "train-ws.lzf.h5").exists():
-            pytest.skip("no gala crop beside this clone: the example is the synthetic one")
-        shutil.copytree(request.getfixturevalue("example_dir"), root)
-    else:
-        with pytest.MonkeyPatch.context() as patch:
-            patch.setattr(example_module, "GALA", root.parent / "no-gala")
-            example_module.build_example(root, progress=False)
+    root = example_from(
+        request.param, tmp_path_factory.mktemp(f"stitch-{request.param}") / "example"
+    )
     config = load_config(root)
     setup_meshes(config)
     graph = open_graph(config)
