@@ -52,7 +52,7 @@ class Layer2Figures:
 
 def chunk_inputs(config, timestamp: float) -> list[ChunkInput]:
     """Every layer-2 chunk's labels as our mesher sees them (read and remapped once, untimed)."""
-    from meshing_core.graph.embedded import open_graph
+    from meshing_core.graph import open_graph
     from meshing_core.mesh.layer2 import chunk_grid, chunk_labels
     from meshing_core.mesh.watershed import mip_geometry, read_chunk
     from meshing_core.run.layer import iter_chunks
@@ -108,7 +108,7 @@ def run_ours(config, timestamp: float, workers: int | None, repeats: int) -> lis
 
 def read_our_meshes(config, inputs) -> dict[tuple[int, int, int], dict[int, tuple]]:
     """Decode every fragment we wrote (independent of the kernel: shard bytes -> DracoPy)."""
-    from meshing_core.graph.embedded import open_graph
+    from meshing_core.graph import open_graph
     from meshing_core.run.layer import read_mesh_info, shard_dir, shard_name
     from meshing_core.store import files
     from meshing_core.store.sharding import ShardReader, bytes_source
@@ -174,7 +174,7 @@ def peak_rss(graph_yaml: Path, timestamp: float, coords: tuple[int, int, int]) -
 def run(graph_yaml: Path, repeats: int) -> Layer2Figures:
     from meshing_core.config import load_config
     from meshing_core.run.cpus import available_cpus
-    from meshing_core.store.setup import setup_meshes
+    from meshing_core.run.setup import setup_meshes
 
     config = load_config(graph_yaml)
     setup_meshes(config, reset=True)

@@ -101,9 +101,9 @@ def run() -> tuple[DatasetSpec, float, list[LayerFigures]]:
     """Build (or reuse) the dataset, mesh all layers, then measure stitching tasks' memory."""
     from bench.layer2 import peak_rss
     from meshing_core.config import load_config
-    from meshing_core.graph.embedded import open_graph
+    from meshing_core.graph import open_graph
     from meshing_core.run.layer import iter_chunks, mesh_layer
-    from meshing_core.store.setup import setup_meshes
+    from meshing_core.run.setup import setup_meshes
 
     graph_yaml, build_seconds = build_dataset(SPEC, OUT / "stitch")
     config = load_config(graph_yaml)

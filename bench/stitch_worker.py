@@ -24,7 +24,7 @@ def main(argv: list[str]) -> None:
     import meshing_core.mesh.stitch as stitch
     from bench.rss import peak_rss_mib
     from meshing_core.config import load_config
-    from meshing_core.graph.embedded import open_graph
+    from meshing_core.graph import open_graph
     from meshing_core.mesh.watershed import mip_geometry
     from meshing_core.run.layer import check_mesh_info, mesh_one_chunk, read_mesh_info
 

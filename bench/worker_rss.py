@@ -10,7 +10,7 @@ from bench.rss import peak_rss_mib
 
 def main(argv: list[str]) -> None:
     from meshing_core.config import load_config
-    from meshing_core.graph.embedded import open_graph
+    from meshing_core.graph import open_graph
     from meshing_core.mesh.watershed import mip_geometry
     from meshing_core.run.layer import check_mesh_info, mesh_one_chunk, read_mesh_info
 

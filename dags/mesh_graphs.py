@@ -247,7 +247,7 @@ def build_dag(entry: Path, info: dict[str, Any]) -> DAG:
         def _setup_part(part: str) -> dict[str, Any]:
             # store.setup offers one idempotent function for all three edits: each task calls
             # it (the first does the writing, the others confirm 'unchanged') and reports its part.
-            from meshing_core.store.setup import setup_meshes
+            from meshing_core.run.setup import setup_meshes
 
             config_now = _load(graph_yaml)
             try:

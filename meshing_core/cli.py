@@ -39,7 +39,7 @@ def _graph_arg(parser: argparse.ArgumentParser) -> None:
 
 
 def _cmd_example(args: argparse.Namespace) -> None:
-    from meshing_core.build.example import build_example
+    from meshing_core.datasets.example import build_example
 
     config = build_example(args.out, progress=not args.quiet)
     print(f"example dataset written: {config}")
@@ -47,7 +47,7 @@ def _cmd_example(args: argparse.Namespace) -> None:
 
 
 def _cmd_build_graph(args: argparse.Namespace) -> None:
-    from meshing_core.build.builder import build_graph
+    from meshing_core.ingest.builder import build_graph
     from meshing_core.timestamps import parse_timestamp
 
     created_at = parse_timestamp(args.created_at) if args.created_at is not None else None
@@ -70,7 +70,7 @@ def _cmd_build_graph(args: argparse.Namespace) -> None:
 
 def _cmd_setup(args: argparse.Namespace) -> None:
     from meshing_core.config import load_config
-    from meshing_core.store.setup import setup_meshes
+    from meshing_core.run.setup import setup_meshes
 
     config = load_config(args.graph)
     changes = setup_meshes(config, reset=args.reset)
@@ -372,3 +372,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {message}", file=sys.stderr)
         return 2
     return 0
+
+
+def main_exit() -> None:
+    """Console script ``meshing`` (the same as ``python -m meshing_core``)."""
+    sys.exit(main())

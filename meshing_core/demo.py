@@ -31,7 +31,7 @@ def _fresh_dir(out: Path) -> None:
 
 def build_demo_dataset(out: Path, *, progress: bool = True) -> Path:
     """Build the example into ``out`` (emptied first if a demo made it); return its graph.yaml."""
-    from meshing_core.build.example import build_example
+    from meshing_core.datasets.example import build_example
 
     _fresh_dir(out)
     log.info("building the example dataset in %s", out)

@@ -6,7 +6,7 @@ import json
 from typing import Any
 
 from meshing_core.config import GraphConfig
-from meshing_core.graph.embedded import open_graph
+from meshing_core.graph import open_graph
 from meshing_core.timestamps import format_timestamp
 
 

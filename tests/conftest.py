@@ -22,7 +22,7 @@ def gala_dir() -> Path:
 @pytest.fixture(scope="session")
 def example_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The example dataset (gala train crop + two edits), built once; tests must not modify it."""
-    from meshing_core.build.example import build_example
+    from meshing_core.datasets.example import build_example
 
     out = tmp_path_factory.mktemp("example")
     build_example(out, progress=False)
@@ -44,7 +44,7 @@ def example_from(request: pytest.FixtureRequest):
     "gala" copies the session's ``example_dir`` (skipping without the crop); "synthetic" builds
     what a clone without the gala files builds (the fallback volume).
     """
-    from meshing_core.build import example
+    from meshing_core.datasets import example
 
     def build(source: str, root: Path) -> Path:
         if source == "gala":

@@ -111,7 +111,7 @@ def _corrupt_one_child_shard(graph_yaml: Path) -> tuple[Path, bytes, list[int], 
     """
     from meshing_core import ids
     from meshing_core.config import load_config
-    from meshing_core.graph.embedded import open_graph
+    from meshing_core.graph import open_graph
     from meshing_core.mesh.descendants import multi_child_plan
     from meshing_core.run.records import chunk_index, chunk_order
     from meshing_core.store import layout
@@ -143,7 +143,7 @@ def _corrupt_one_child_shard(graph_yaml: Path) -> tuple[Path, bytes, list[int], 
 
 def _parent_shard(graph_yaml: Path, coords: list[int]) -> Path:
     from meshing_core.config import load_config
-    from meshing_core.graph.embedded import open_graph
+    from meshing_core.graph import open_graph
     from meshing_core.store import layout
 
     config = load_config(graph_yaml)
@@ -254,7 +254,7 @@ def test_failing_batch_is_retried_failed_then_cleared_alone(served: Served) -> N
     assert layer3_status["chunks_failed"] == 0 and not layer3_status["failures"]
 
     from meshing_core.config import load_config
-    from meshing_core.graph.embedded import open_graph
+    from meshing_core.graph import open_graph
 
     graph = open_graph(load_config(graph_yaml))
     try:

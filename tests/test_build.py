@@ -11,10 +11,10 @@ import pytest
 from cloudvolume import CloudVolume
 
 from meshing_core import ids
-from meshing_core.build.builder import BuildError, build_graph
-from meshing_core.build.synthetic import write_precomputed_segmentation
 from meshing_core.config import load_config, to_cloudpath
+from meshing_core.datasets.synthetic import write_precomputed_segmentation
 from meshing_core.graph.embedded import EmbeddedGraph
+from meshing_core.ingest.builder import BuildError, build_graph
 
 CHUNK = (4, 4, 2)
 T0, T1, T2 = 1000.0, 2000.0, 3000.0

@@ -7,10 +7,8 @@ from pathlib import Path
 import numpy as np
 from cloudvolume import CloudVolume
 
-from meshing_core.build.benchmark import measure_build
-from meshing_core.build.builder import build_graph
-from meshing_core.build.inputs import read_agglomeration
-from meshing_core.build.synthetic import (
+from meshing_core.config import to_cloudpath
+from meshing_core.datasets.synthetic import (
     neurite_scene,
     neurite_volume,
     render,
@@ -18,8 +16,10 @@ from meshing_core.build.synthetic import (
     write_neurite_segmentation,
     write_precomputed_segmentation,
 )
-from meshing_core.config import to_cloudpath
 from meshing_core.graph.embedded import EmbeddedGraph
+from meshing_core.ingest.benchmark import measure_build
+from meshing_core.ingest.builder import build_graph
+from meshing_core.ingest.inputs import read_agglomeration
 
 
 def test_neurite_volume_is_dense_deterministic_and_agglomerated():

@@ -14,9 +14,9 @@ from test_store_support import T0, T1, cube, draco_cube, make_dataset, write_cub
 
 from meshing_core import ids
 from meshing_core.config import load_config
-from meshing_core.graph.embedded import open_graph
+from meshing_core.graph import open_graph
+from meshing_core.run.setup import setup_meshes
 from meshing_core.store import files, layout, verify
-from meshing_core.store.setup import setup_meshes
 from meshing_core.store.sharding import encode_shard, mesh_shard_spec
 
 CODEC = ids.IdCodec(n_layers=6, spatial_bits=10)

@@ -211,7 +211,7 @@ def test_local_mode_run_meshes_every_layer_and_writes_metadata(
 ):
     pytest.importorskip("meshing_core.run.plan")
     from meshing_core.config import load_config
-    from meshing_core.graph.embedded import open_graph
+    from meshing_core.graph import open_graph
     from meshing_core.store import files, verify
 
     configs = tmp_path / "configs"

@@ -11,9 +11,10 @@ import numpy as np
 from cloudvolume import CloudVolume
 
 from meshing_core import ids
-from meshing_core.build import example
 from meshing_core.config import load_config, to_cloudpath
-from meshing_core.graph.embedded import EmbeddedGraph, open_graph
+from meshing_core.datasets import example
+from meshing_core.graph import open_graph
+from meshing_core.graph.embedded import EmbeddedGraph
 
 
 def _gala(gala_dir: Path, name: str) -> np.ndarray:
@@ -98,7 +99,7 @@ def test_every_layer1_id_maps_back_to_the_gala_supervoxel(example_dir: Path, gal
 
 def test_example_falls_back_to_synthetic_without_gala(tmp_path: Path, monkeypatch, caplog):
     monkeypatch.setattr(example, "GALA", tmp_path / "no-gala")
-    with caplog.at_level(logging.WARNING, logger="meshing_core.build.example"):
+    with caplog.at_level(logging.WARNING, logger="meshing_core.datasets.example"):
         config_path = example.build_example(tmp_path / "out", progress=False)
     assert "gala data not found" in caplog.text and "synthetic" in caplog.text
     config = load_config(config_path)

@@ -19,23 +19,23 @@ import zmesh
 from cloudvolume import CloudVolume
 
 from meshing_core import ids
-from meshing_core.build.builder import build_graph
-from meshing_core.build.example import CREATED_AT, SPLIT_AT
-from meshing_core.build.synthetic import (
+from meshing_core.config import load_config, local_path, to_cloudpath
+from meshing_core.datasets.example import CREATED_AT, SPLIT_AT
+from meshing_core.datasets.synthetic import (
     neurite_volume,
     write_agglomeration_csv,
     write_precomputed_segmentation,
 )
-from meshing_core.config import load_config, local_path, to_cloudpath
 from meshing_core.errors import MeshingError
-from meshing_core.graph.embedded import open_graph
+from meshing_core.graph import open_graph
+from meshing_core.ingest.builder import build_graph
 from meshing_core.mesh.draco_grid import layer2_grid
 from meshing_core.mesh.export import ExportError, export_mesh
 from meshing_core.mesh.export_formats import ExportFormatError
 from meshing_core.mesh.watershed import mip_geometry
 from meshing_core.run.layer import mesh_layer
+from meshing_core.run.setup import setup_meshes
 from meshing_core.store import layout, verify
-from meshing_core.store.setup import setup_meshes
 from meshing_core.store.sharding import ShardFormatError
 
 TS = SPLIT_AT + 1.0  # after both example edits

@@ -13,12 +13,12 @@ import pytest
 
 from meshing_core.config import load_config
 from meshing_core.errors import MeshingError
-from meshing_core.graph.embedded import open_graph
+from meshing_core.graph import open_graph
 from meshing_core.mesh.layer2 import chunk_grid, mesh_chunk
 from meshing_core.mesh.watershed import mip_geometry
 from meshing_core.run.layer import LayerReport, mesh_layer, shard_dir, shard_name
+from meshing_core.run.setup import setup_meshes, static_mesh_block
 from meshing_core.store import files
-from meshing_core.store.setup import setup_meshes, static_mesh_block
 from meshing_core.store.sharding import ShardReader, bytes_source
 from meshing_core.timestamps import format_timestamp
 

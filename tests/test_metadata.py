@@ -9,11 +9,11 @@ import pytest
 from test_store_support import T1, make_dataset
 
 from meshing_core.errors import MeshingError
-from meshing_core.graph.embedded import open_graph
+from meshing_core.graph import open_graph
 from meshing_core.mesh.layer2 import chunk_grid
 from meshing_core.mesh.watershed import mip_geometry
-from meshing_core.store.metadata import clear_run_metadata, write_run_metadata
-from meshing_core.store.setup import setup_meshes
+from meshing_core.run.metadata import clear_run_metadata, write_run_metadata
+from meshing_core.run.setup import setup_meshes
 from meshing_core.store.verify import graphene_reader
 
 

@@ -15,7 +15,7 @@ from meshing_core.run.orchestrated import (
     layer_finished,
 )
 from meshing_core.run.records import RecordStore, RunJournal, chunk_order, plan_run
-from meshing_core.store.setup import setup_meshes
+from meshing_core.run.setup import setup_meshes
 
 T = 1614816000.0
 OWNER = "airflow mesh_example/manual__1"
@@ -85,7 +85,7 @@ def test_a_batch_refuses_to_work_under_another_runs_lease(config):
 
 
 def test_a_run_at_a_new_timestamp_drops_the_previous_run_metadata(config):
-    from meshing_core.graph.embedded import open_graph
+    from meshing_core.graph import open_graph
 
     first = begin_run(config, T, 2, owner=OWNER)
     _record_layer_done(config, 2, T)
@@ -127,7 +127,7 @@ def test_a_sub_box_run_writes_no_metadata_and_stays_resumable(config):
     entry = RunJournal(config).get(T)
     assert entry.state == "failed" and "partial run (layer 3: 1 of 16 chunks done)" in entry.error
     assert read_lease(config) is None
-    from meshing_core.graph.embedded import open_graph
+    from meshing_core.graph import open_graph
 
     graph = open_graph(config)
     try:

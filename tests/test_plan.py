@@ -14,13 +14,13 @@ import yaml
 from cli_support import run_cli
 
 from meshing_core.config import GraphConfig, load_config
-from meshing_core.graph.embedded import open_graph
+from meshing_core.graph import open_graph
 from meshing_core.graph.protocol import GraphMeta
 from meshing_core.run import records
 from meshing_core.run.layer import LayerRunError, select_chunks
 from meshing_core.run.plan import PlanError, batch_command, layer_summary, plan_layer, run_batch
+from meshing_core.run.setup import setup_meshes
 from meshing_core.store import layout
-from meshing_core.store.setup import setup_meshes
 from meshing_core.store.sharding import ShardReader, bytes_source
 
 SPLIT_STATE = 1614729600.0 + 3600  # after the example's split (2021-03-03)

@@ -14,7 +14,7 @@ import pytest
 from test_store_support import T0, T1, make_dataset
 
 from meshing_core.errors import MeshingError
-from meshing_core.graph.embedded import open_graph
+from meshing_core.graph import open_graph
 from meshing_core.run import records
 from meshing_core.run.records import RecordStore, RunJournal, plan_run
 from meshing_core.store import files

@@ -15,7 +15,7 @@ import pytest
 from cli_support import run_cli
 
 from meshing_core.config import load_config
-from meshing_core.graph.embedded import open_graph
+from meshing_core.graph import open_graph
 from meshing_core.store.sharding import ShardReader, bytes_source
 
 REPO = Path(__file__).resolve().parents[1]
@@ -169,7 +169,7 @@ def test_each_state_leaves_exactly_its_own_shards(example_dir, tmp_path, first, 
 def test_parent_without_recorded_children_is_not_stitched(example_copy):
     from meshing_core.run.layer import mesh_layer
     from meshing_core.run.records import RecordStore
-    from meshing_core.store.setup import setup_meshes
+    from meshing_core.run.setup import setup_meshes
 
     config = load_config(example_copy / "graph.yaml")
     setup_meshes(config)

@@ -10,10 +10,10 @@ import pytest
 from test_store_support import CHUNK, T1, make_dataset
 
 from meshing_core.errors import MeshingError
-from meshing_core.graph.embedded import open_graph
+from meshing_core.graph import open_graph
 from meshing_core.mesh.watershed import mip_geometry
+from meshing_core.run.setup import SetupError, setup_meshes
 from meshing_core.store import files
-from meshing_core.store.setup import SetupError, setup_meshes
 from meshing_core.store.sharding import encode_shard, mesh_shard_spec
 
 

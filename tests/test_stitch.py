@@ -19,15 +19,15 @@ from scipy.spatial import cKDTree
 from meshing_core import ids
 from meshing_core.config import load_config
 from meshing_core.errors import MeshingError
-from meshing_core.graph.embedded import open_graph
+from meshing_core.graph import open_graph
 from meshing_core.mesh import fragments as fragments_module
 from meshing_core.mesh.layer_grids import layer_grids
 from meshing_core.mesh.merge import concatenate, merge_on_planes
 from meshing_core.mesh.stitch import DEFAULT_MAX_TRIANGLES, max_triangles_of, node_mesh
 from meshing_core.mesh.watershed import mip_geometry
 from meshing_core.run.layer import mesh_layer, shard_dir, shard_name
+from meshing_core.run.setup import setup_meshes
 from meshing_core.store import files
-from meshing_core.store.setup import setup_meshes
 from meshing_core.store.sharding import ShardReader
 from meshing_core.store.verify import read_back_graphene, read_back_tensorstore
 

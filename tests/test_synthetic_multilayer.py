@@ -16,14 +16,14 @@ import pytest
 import zmesh
 from cloudvolume import CloudVolume
 
-from meshing_core.build.builder import build_graph
-from meshing_core.build.synthetic import (
+from meshing_core.config import GraphConfig, load_config
+from meshing_core.datasets.synthetic import (
     neurite_volume,
     write_agglomeration_csv,
     write_precomputed_segmentation,
 )
-from meshing_core.config import GraphConfig, load_config
-from meshing_core.graph.embedded import open_graph
+from meshing_core.graph import open_graph
+from meshing_core.ingest.builder import build_graph
 from meshing_core.mesh.export import export_mesh
 from meshing_core.run.pipeline import run_graph
 from meshing_core.store.sharding import ShardReader, bytes_source

@@ -334,8 +334,8 @@ class EmbeddedGraph:
         return info
 
 
-def open_graph(config: Any) -> EmbeddedGraph:
-    """Open the graph a ``GraphConfig`` names."""
+def open_embedded(config: Any) -> EmbeddedGraph:
+    """Open the embedded graph a ``GraphConfig`` names (use ``meshing_core.graph.open_graph``)."""
     from meshing_core.config import local_path
 
     path = local_path(config.graph_path)

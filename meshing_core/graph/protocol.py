@@ -113,3 +113,7 @@ class ChunkedGraphReader(Protocol):
     def dataset_info(self) -> dict[str, Any]:
         """The ``info`` cloud-volume's graphene reader takes (segmentation info + graph block)."""
         ...
+
+    def close(self) -> None:
+        """Release the backend's connections; the reader is unusable afterwards."""
+        ...

@@ -21,7 +21,7 @@ import numpy as np
 from meshing_core import ids
 from meshing_core.config import GraphConfig
 from meshing_core.errors import MeshingError
-from meshing_core.graph.embedded import open_graph
+from meshing_core.graph import open_graph
 from meshing_core.mesh.export_formats import format_of, write_mesh
 from meshing_core.store import files, layout
 from meshing_core.store.sharding import ShardReader, ShardSpec

@@ -25,13 +25,13 @@ from tqdm import tqdm
 
 from meshing_core.config import GraphConfig
 from meshing_core.errors import MeshingError
-from meshing_core.graph.embedded import open_graph
+from meshing_core.graph import open_graph
 from meshing_core.graph.protocol import GraphMeta
 from meshing_core.run.cpus import available_cpus
 from meshing_core.run.records import RecordStore, chunk_index, chunk_order, chunk_total
+from meshing_core.run.setup import static_mesh_block
 from meshing_core.run.spawn import spawn_pool
 from meshing_core.store import files, layout
-from meshing_core.store.setup import static_mesh_block
 from meshing_core.store.sharding import ShardFormatError, ShardSpec
 from meshing_core.timestamps import format_timestamp
 

@@ -22,10 +22,10 @@ from collections.abc import Iterator
 from typing import Any
 
 from meshing_core.config import GraphConfig
-from meshing_core.graph.embedded import open_graph
+from meshing_core.graph import open_graph
 from meshing_core.run.lease import Lease, LeaseError, LeaseHolder, acquire, read_lease
+from meshing_core.run.metadata import clear_run_metadata, write_run_metadata
 from meshing_core.run.records import RUNNING, RunJournal
-from meshing_core.store.metadata import clear_run_metadata, write_run_metadata
 from meshing_core.timestamps import format_timestamp
 
 log = logging.getLogger(__name__)

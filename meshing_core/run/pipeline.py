@@ -14,12 +14,12 @@ from dataclasses import dataclass, field
 
 from meshing_core.config import GraphConfig
 from meshing_core.errors import MeshingError
-from meshing_core.graph.embedded import open_graph
+from meshing_core.graph import open_graph
 from meshing_core.run.layer import LayerReport, mesh_layer
 from meshing_core.run.lease import leased
+from meshing_core.run.metadata import clear_run_metadata, write_run_metadata
 from meshing_core.run.records import RecordStore, RunJournal, plan_run
-from meshing_core.store.metadata import clear_run_metadata, write_run_metadata
-from meshing_core.store.setup import setup_meshes
+from meshing_core.run.setup import setup_meshes
 from meshing_core.timestamps import format_timestamp, now
 
 log = logging.getLogger(__name__)

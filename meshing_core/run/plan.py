@@ -46,7 +46,7 @@ class PlanError(MeshingError):
 
 
 def _meta_of(config: GraphConfig) -> GraphMeta:
-    from meshing_core.graph.embedded import open_graph
+    from meshing_core.graph import open_graph
 
     graph = open_graph(config)
     try:

@@ -1,22 +1,33 @@
 """Completion and failure records of chunks, rolled up per batch, and the journal of runs.
 
 A layer's chunks have one fixed order (x outermost, z fastest: the order ``iter_chunks`` walks a
-whole layer), and a batch is a fixed-size range of indices in it. Each batch keeps one JSON
-object per meshing timestamp in the mesh dir's storage::
+whole layer), and a record batch is a fixed-size range of indices in it. Per meshing timestamp::
 
-    <mesh dir>/records/<timestamp key>/<layer>/batching.json        {"chunks_per_batch": n}
-    <mesh dir>/records/<timestamp key>/<layer>/batch-<00000012>.json
+    <mesh dir>/records/<timestamp key>/<layer>/batching.json               {"chunks_per_batch": n}
+    <mesh dir>/records/<timestamp key>/<layer>/chunks/<00000012>/<x_y_z>.json   one chunk, new
+    <mesh dir>/records/<timestamp key>/<layer>/batch-<00000012>.json       rolled-up batch
 
-holding, per chunk of the batch, either a completion record (fragment count, 0 for an empty
-chunk, and shard bytes) or a failure record (error, try, time). ``status`` and resume read
-O(batches) objects, never O(chunks), which matters with millions of chunks on ``gs://``.
-A batch object is rewritten whole and atomically; one writer per batch at a time (a batch is
-the unit one task runs). The batch size of a (timestamp, layer) is frozen by its first writer,
-so records stay addressable when the config changes mid-run.
+**Concurrent writers.** Storage here (cloud-files on file://, gs://, s3://) has no
+compare-and-swap, so no object is ever read-modified-written by two writers. The chunk unit
+writes one small object per chunk as soon as the chunk is published (``record_chunks``): any
+number of processes, pods or SQS workers can record chunks of one batch at once, and a kill
+loses only the chunks still in flight. The executor that owns a batch (the batch task, one at a
+time per batch: Airflow runs one try of a task instance at a time) rolls its chunk objects up
+into the batch object when the batch ends (``roll_up``): it merges them into the batch object,
+writes that atomically, and only then deletes the chunk objects it merged. A reader merges a
+batch object with any chunk objects not yet rolled up (a chunk object is newer than the batch
+entry it overrides), so a reader never misses a record, whether or not the roll-up ran.
 
-``<mesh dir>/runs.json`` lists the runs (timestamp, started, finished, max_layer, state) so that
-``run`` without ``--timestamp`` can resume the last unfinished one. Only one timestamp's shards
-live in a mesh dir: starting a run at a timestamp supersedes the others and drops their records.
+Each record holds either a completion (fragment count, 0 for an empty chunk, and shard bytes)
+or a failure (error, try, time). ``status`` and resume read O(batches) objects plus the chunk
+objects of batches still in flight (one listing per layer), not O(chunks). The batch size of a
+(timestamp, layer) is frozen by its first writer, so records stay addressable when the config
+changes mid-run.
+
+``<mesh dir>/runs.json`` lists the runs (timestamp, started, finished, max_layer, state, owner)
+so that ``run`` without ``--timestamp`` can resume the last unfinished one. Only one
+timestamp's shards live in a mesh dir: starting a run at a timestamp supersedes the others and
+drops their records. It is written only by the holder of the mesh dir's lease.
 """
 
 from __future__ import annotations
@@ -43,6 +54,7 @@ RECORDS = "records"
 RUNS = "runs.json"
 BATCHING = "batching.json"
 _BATCH_PREFIX = "batch-"
+_CHUNKS = "chunks"
 _MAX_ERROR_CHARS = 500
 
 RUNNING = "running"
@@ -157,6 +169,16 @@ def _one_line(error: Any) -> str:
     return text[:_MAX_ERROR_CHARS]
 
 
+def _failure_entry(value: Any, previous: Mapping[str, Any] | None, when: float) -> dict[str, Any]:
+    """A failure record; ``try`` counts up from ``previous`` unless ``value`` gives it."""
+    tries = int((previous or {}).get("try", 0)) + 1
+    if isinstance(value, Mapping):
+        error, tries = value.get("error", ""), int(value.get("try", tries))
+    else:
+        error = value
+    return {"error": _one_line(error), "try": tries, "time": when}
+
+
 def _done_entry(value: Any, when: float) -> dict[str, Any]:
     """A completion record from an int (fragments), a mapping, or an object with attributes."""
     if isinstance(value, Mapping):
@@ -188,7 +210,7 @@ class RecordStore:
     @property
     def meta(self) -> GraphMeta:
         if self._meta is None:
-            from meshing_core.graph.embedded import open_graph
+            from meshing_core.graph import open_graph
 
             graph = open_graph(self.config)
             try:
@@ -241,22 +263,62 @@ class RecordStore:
                 "the batch (its chunks will be meshed again)"
             ) from exc
 
-    def _read_batch(self, layer: int, batch: int) -> dict[str, Any]:
+    def chunk_dir(self, layer: int, batch: int) -> str:
+        """Folder of one batch's chunk objects (not yet rolled up)."""
+        return f"{self.layer_prefix(layer)}/{_CHUNKS}/{int(batch):08d}"
+
+    def chunk_name(self, layer: int, batch: int, coords: Iterable[int]) -> str:
+        return f"{self.chunk_dir(layer, batch)}/{_coords_key(coords)}.json"
+
+    def _merge(self, stored: dict[str, Any] | None, chunk_names: Iterable[str]) -> dict[str, Any]:
+        """A batch object with the given chunk objects applied on top (they are newer)."""
+        merged = {
+            **(stored or {}),
+            "done": dict((stored or {}).get("done", {})),
+            "failed": dict((stored or {}).get("failed", {})),
+        }
+        for name in chunk_names:
+            record = self._read(name)
+            if record is None:  # rolled up and deleted since the listing: in ``stored`` now
+                continue
+            key = str(record["chunk"])
+            if "done" in record:
+                merged["done"][key] = record["done"]
+                merged["failed"].pop(key, None)
+            else:
+                merged["failed"][key] = record["failed"]
+                merged["done"].pop(key, None)
+        return merged
+
+    def _read_batch(self, layer: int, batch: int, *, cache: bool = True) -> dict[str, Any]:
         key = (int(layer), int(batch))
-        if key not in self._cache:
-            stored = self._read(self.batch_name(layer, batch))
-            self._cache[key] = stored if stored is not None else {"done": {}, "failed": {}}
-        return self._cache[key]
+        if key in self._cache:
+            return self._cache[key]
+        stored = self._read(self.batch_name(layer, batch))
+        pending = files.list_files(self.root, self.chunk_dir(layer, batch) + "/")
+        merged = self._merge(stored, pending)
+        if cache:
+            self._cache[key] = merged
+        return merged
 
     def _batch_objects(self, layer: int) -> Iterator[dict[str, Any]]:
-        """Every stored batch object of a layer (one listing, one read per batch)."""
-        prefix = f"{self.layer_prefix(layer)}/{_BATCH_PREFIX}"
-        for name in files.list_files(self.root, prefix):
-            stored = self._read(name)
-            if stored is not None:
-                batch = int(name[len(prefix) :].split(".")[0])
-                self._cache[(int(layer), batch)] = stored
-                yield stored
+        """Every batch of a layer with records (one listing; one read per batch and chunk object)."""
+        layer_prefix = self.layer_prefix(layer) + "/"
+        batches: dict[int, tuple[str | None, list[str]]] = {}
+        for name in files.iter_files(self.root, layer_prefix):
+            rest = name[len(layer_prefix) :]
+            if rest.startswith(_BATCH_PREFIX):
+                number = int(rest[len(_BATCH_PREFIX) :].split(".")[0])
+                batches[number] = (name, batches.get(number, (None, []))[1])
+            elif rest.startswith(_CHUNKS + "/"):
+                number = int(rest.split("/")[1])
+                entry = batches.get(number, (None, []))
+                batches[number] = (entry[0], [*entry[1], name])
+        for number, (batch_name, pending) in sorted(batches.items()):
+            stored = self._read(batch_name) if batch_name is not None else None
+            merged = self._merge(stored, pending)
+            self._cache[(int(layer), number)] = merged
+            yield merged
 
     def done_chunks(self, layer: int) -> dict[Coords, int]:
         """Chunks with a completion record -> their fragment count (0: empty chunk)."""
@@ -297,8 +359,7 @@ class RecordStore:
         """
         key = (int(layer), int(batch))
         if key not in self._completion:
-            stored = self._read(self.batch_name(layer, batch)) or {}
-            done = stored.get("done", {})
+            done = self._read_batch(layer, batch, cache=False).get("done", {})
             size = self.batch_size(layer)
             first = int(batch) * size
             expected = min(size, chunk_total(self.meta, layer) - first)
@@ -369,26 +430,30 @@ class RecordStore:
         batch: int,
         done: Mapping[Iterable[int], Any] | None = None,
         failed: Mapping[Iterable[int], Any] | None = None,
+        *,
+        merged_chunk_objects: Iterable[str] = (),
     ) -> dict[str, Any]:
-        """Merge results of chunks of one batch into its record object, atomically.
+        """Merge results of chunks of one batch into its batch object, atomically.
 
-        ``done`` maps chunk coords to a fragment count, ``{"fragments", "bytes"}`` or an object
-        with those attributes (a layer runner's ``ChunkResult``). ``failed`` maps coords to an
-        error (exception or text; ``try`` counts up from the stored one) or ``{"error", "try"}``.
-        A success removes the chunk's failure record; a failure removes its completion record
-        (a failed chunk has no shard). Every chunk must belong to ``batch``.
+        Single writer per batch (the batch's owner, see the module docstring); concurrent
+        writers use ``record_chunks``. ``done`` maps chunk coords to a fragment count,
+        ``{"fragments", "bytes"}`` or an object with those attributes (a ``ChunkResult``).
+        ``failed`` maps coords to an error (exception or text; ``try`` counts up from the
+        stored one) or ``{"error", "try"}``. A success removes the chunk's failure record; a
+        failure removes its completion record (a failed chunk has no shard). Every chunk must
+        belong to ``batch``. ``merged_chunk_objects`` are applied first (a roll-up).
         """
         layer, batch = int(layer), int(batch)
         self._cache.pop((layer, batch), None)  # re-read: another process may have written it
         self._completion.pop((layer, batch), None)
-        stored = self._read_batch(layer, batch)
+        stored = self._merge(self._read(self.batch_name(layer, batch)), merged_chunk_objects)
         new = {
             "layer": layer,
             "batch": batch,
             "timestamp": self.timestamp,
             "chunks_per_batch": self.batch_size(layer, persist=True),
-            "done": dict(stored.get("done", {})),
-            "failed": dict(stored.get("failed", {})),
+            "done": stored["done"],
+            "failed": stored["failed"],
         }
         now = round(time.time(), 3)
         for coords, value in (done or {}).items():
@@ -397,12 +462,7 @@ class RecordStore:
             new["failed"].pop(key, None)
         for coords, value in (failed or {}).items():
             key = self._key_in_batch(layer, batch, coords)
-            previous = int(new["failed"].get(key, {}).get("try", 0))
-            if isinstance(value, Mapping):
-                error, tries = value.get("error", ""), int(value.get("try", previous + 1))
-            else:
-                error, tries = value, previous + 1
-            new["failed"][key] = {"error": _one_line(error), "try": tries, "time": now}
+            new["failed"][key] = _failure_entry(value, new["failed"].get(key), now)
             new["done"].pop(key, None)
         files.write_json(self.root, self.batch_name(layer, batch), new)
         self._cache[(layer, batch)] = new
@@ -414,15 +474,54 @@ class RecordStore:
         done: Mapping[Iterable[int], Any] | None = None,
         failed: Mapping[Iterable[int], Any] | None = None,
     ) -> list[int]:
-        """``record_batch`` for chunks of any batches (grouped here); returns the batches written."""
-        groups: dict[int, tuple[dict, dict]] = {}
-        for coords, value in (done or {}).items():
-            groups.setdefault(self.batch_of(layer, coords), ({}, {}))[0][tuple(coords)] = value
-        for coords, value in (failed or {}).items():
-            groups.setdefault(self.batch_of(layer, coords), ({}, {}))[1][tuple(coords)] = value
-        for batch, (ok, bad) in sorted(groups.items()):
-            self.record_batch(layer, batch, ok, bad)
-        return sorted(groups)
+        """Record chunk outcomes as one object per chunk: safe with concurrent writers.
+
+        Values as in ``record_batch``. Returns the batches touched. A failure's ``try`` counts
+        up from the chunk's last stored failure.
+        """
+        layer = int(layer)
+        touched: set[int] = set()
+        now = round(time.time(), 3)
+        outcomes = [(c, v, True) for c, v in (done or {}).items()]
+        outcomes += [(c, v, False) for c, v in (failed or {}).items()]
+        for coords, value, ok in outcomes:
+            key = tuple(int(c) for c in coords)
+            batch = self.batch_of(layer, key)
+            if not touched:
+                self.batch_size(layer, persist=True)
+            record: dict[str, Any] = {"chunk": _coords_key(key)}
+            if ok:
+                record["done"] = _done_entry(value, now)
+            else:
+                previous = self._read(self.chunk_name(layer, batch, key))
+                if previous is not None:
+                    previous = previous.get("failed")
+                else:
+                    previous = self._read_batch(layer, batch)["failed"].get(_coords_key(key))
+                record["failed"] = _failure_entry(value, previous, now)
+            files.write_json(self.root, self.chunk_name(layer, batch, key), record)
+            self._cache.pop((layer, batch), None)
+            self._completion.pop((layer, batch), None)
+            touched.add(batch)
+        return sorted(touched)
+
+    def roll_up(self, layer: int, batches: Iterable[int]) -> int:
+        """Fold the chunk objects of ``batches`` into their batch objects; returns how many.
+
+        Only the batch's owner calls this (one at a time per batch). The chunk objects are
+        deleted after the batch object holding them is written, so a reader always sees each
+        record in one of the two places.
+        """
+        folded = 0
+        for batch in sorted({int(b) for b in batches}):
+            names = files.list_files(self.root, self.chunk_dir(layer, batch) + "/")
+            if not names:
+                continue
+            self.record_batch(layer, batch, merged_chunk_objects=names)
+            for name in names:
+                files.delete_file(self.root, name)
+            folded += len(names)
+        return folded
 
     def _key_in_batch(self, layer: int, batch: int, coords: Iterable[int]) -> str:
         key = tuple(int(c) for c in coords)

@@ -12,7 +12,7 @@ from typing import Any
 
 from meshing_core.config import GraphConfig
 from meshing_core.errors import MeshingError
-from meshing_core.graph.embedded import open_graph
+from meshing_core.graph import open_graph
 from meshing_core.run import records
 from meshing_core.run.lease import read_lease, staleness, ttl_from_config
 from meshing_core.timestamps import format_timestamp

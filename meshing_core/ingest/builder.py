@@ -21,20 +21,21 @@ import shutil
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from meshing_core import ids
-from meshing_core.build.editing import EditReplayer
-from meshing_core.build.errors import BuildError
-from meshing_core.build.hierarchy import build_levels, rank_ids
-from meshing_core.build.inputs import Agglomeration, read_agglomeration, read_edits
-from meshing_core.build.pieces import EdgeList, Pieces, chain_edges
-from meshing_core.build.scan import ChunkScanner, chunk_order
-from meshing_core.build.volumes import SourceVolume, WatershedWriter, open_source
 from meshing_core.config import CONFIG_NAME, to_cloudpath, write_config
-from meshing_core.graph.embedded import EmbeddedGraph
+from meshing_core.graph import create_graph_file
 from meshing_core.graph.protocol import GraphMeta
+from meshing_core.ingest.editing import EditReplayer
+from meshing_core.ingest.errors import BuildError
+from meshing_core.ingest.hierarchy import build_levels, rank_ids
+from meshing_core.ingest.inputs import Agglomeration, read_agglomeration, read_edits
+from meshing_core.ingest.pieces import EdgeList, Pieces, chain_edges
+from meshing_core.ingest.scan import ChunkScanner, chunk_order
+from meshing_core.ingest.volumes import SourceVolume, WatershedWriter, open_source
 from meshing_core.timestamps import now
 
 __all__ = ["BuildError", "build_graph"]
@@ -143,9 +144,7 @@ def _check_agglomeration(agglomeration: Agglomeration, pieces: Pieces, path: Pat
         )
 
 
-def _write_base(
-    graph: EmbeddedGraph, pieces: Pieces, edges: np.ndarray, n_layers: int, t0: float
-) -> int:
+def _write_base(graph: Any, pieces: Pieces, edges: np.ndarray, n_layers: int, t0: float) -> int:
     """Write layer-1 nodes, supervoxels and the whole base hierarchy; return the root count."""
     codec = pieces.codec
     levels, _ = build_levels(pieces.chunk, edges, n_layers)
@@ -290,7 +289,7 @@ def build_graph(
             "%d pieces, %d touching edges, %d chain edges", len(pieces), len(touching), len(chained)
         )
 
-        graph = EmbeddedGraph(tmp / GRAPH_FILE, create=True)
+        graph = create_graph_file(tmp / GRAPH_FILE)
         try:
             meta = GraphMeta(
                 graph_id=name or out.resolve().name,

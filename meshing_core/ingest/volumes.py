@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from meshing_core.build.errors import BuildError
+from meshing_core.ingest.errors import BuildError
 
 log = logging.getLogger(__name__)
 

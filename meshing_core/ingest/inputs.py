@@ -12,8 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from meshing_core.build.errors import BuildError
 from meshing_core.errors import MeshingError
+from meshing_core.ingest.errors import BuildError
 from meshing_core.timestamps import parse_timestamp
 
 OPS = ("merge", "split")

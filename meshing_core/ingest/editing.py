@@ -11,15 +11,15 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
 from meshing_core import ids
-from meshing_core.build.errors import BuildError
-from meshing_core.build.hierarchy import build_levels, components
-from meshing_core.build.inputs import Edit
-from meshing_core.build.pieces import EdgeList, Pieces
-from meshing_core.graph.embedded import EmbeddedGraph
+from meshing_core.ingest.errors import BuildError
+from meshing_core.ingest.hierarchy import build_levels, components
+from meshing_core.ingest.inputs import Edit
+from meshing_core.ingest.pieces import EdgeList, Pieces
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +32,7 @@ class EditReplayer:
 
     def __init__(
         self,
-        graph: EmbeddedGraph,
+        graph: Any,
         pieces: Pieces,
         edges: EdgeList,
         n_layers: int,

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from meshing_core import ids
-from meshing_core.build.hierarchy import components
+from meshing_core.ingest.hierarchy import components
 
 
 @dataclass

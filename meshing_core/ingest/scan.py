@@ -13,7 +13,7 @@ import fastremap
 import numpy as np
 
 from meshing_core import ids
-from meshing_core.build.inputs import Agglomeration
+from meshing_core.ingest.inputs import Agglomeration
 
 
 @dataclass

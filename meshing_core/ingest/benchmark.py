@@ -1,7 +1,7 @@
 """Build-graph benchmark: a large synthetic volume built in a fresh process.
 
 The build runs in a spawned child so its peak RSS (``RUSAGE_CHILDREN``) is the build's own,
-not the generator's. ``python -m meshing_core.build.benchmark`` prints the numbers.
+not the generator's. ``python -m meshing_core.ingest.benchmark`` prints the numbers.
 """
 
 from __future__ import annotations
@@ -15,12 +15,12 @@ import tempfile
 import time
 from pathlib import Path
 
-from meshing_core.build.synthetic import write_agglomeration_csv, write_neurite_segmentation
 from meshing_core.config import to_cloudpath
+from meshing_core.datasets.synthetic import write_agglomeration_csv, write_neurite_segmentation
 
 
 def _build(args: tuple) -> float:
-    from meshing_core.build.builder import build_graph
+    from meshing_core.ingest.builder import build_graph
 
     seg, agg, out, chunk_size = args
     start = time.perf_counter()

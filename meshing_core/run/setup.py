@@ -15,7 +15,7 @@ from typing import Any
 
 from meshing_core.config import GraphConfig
 from meshing_core.errors import MeshingError
-from meshing_core.graph.embedded import open_graph
+from meshing_core.graph import open_graph
 from meshing_core.mesh.watershed import block_shape_at_mip
 from meshing_core.store import files, layout
 from meshing_core.store.sharding import mesh_shard_spec, minishard_bits_for

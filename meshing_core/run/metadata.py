@@ -23,8 +23,8 @@ from meshing_core.config import GraphConfig
 from meshing_core.errors import MeshingError
 from meshing_core.mesh.draco_grid import layer2_grid
 from meshing_core.mesh.watershed import block_shape_at_mip
+from meshing_core.run.setup import WATERSHED_INFO, replace_mesh_block, static_mesh_block
 from meshing_core.store import files, layout
-from meshing_core.store.setup import WATERSHED_INFO, replace_mesh_block, static_mesh_block
 
 log = logging.getLogger(__name__)
 

@@ -1,1 +1,0 @@
-"""Building an embedded ChunkedGraph from a supervoxel segmentation, an agglomeration and edits."""
