@@ -55,7 +55,7 @@ def chunk_inputs(config, timestamp: float) -> list[ChunkInput]:
     from meshing_core.graph import open_graph
     from meshing_core.mesh.layer2 import chunk_grid, chunk_labels
     from meshing_core.mesh.watershed import mip_geometry, read_chunk
-    from meshing_core.run.layer import iter_chunks
+    from meshing_core.run.checks import iter_chunks
 
     graph = open_graph(config)
     geometry = mip_geometry(graph.meta, config.watershed, int(config.mip))
@@ -109,15 +109,16 @@ def run_ours(config, timestamp: float, workers: int | None, repeats: int) -> lis
 def read_our_meshes(config, inputs) -> dict[tuple[int, int, int], dict[int, tuple]]:
     """Decode every fragment we wrote (independent of the kernel: shard bytes -> DracoPy)."""
     from meshing_core.graph import open_graph
-    from meshing_core.run.layer import read_mesh_info, shard_dir, shard_name
+    from meshing_core.run.checks import read_mesh_info
     from meshing_core.store import files
+    from meshing_core.store.layout import chunk_shard_name, initial_dir
     from meshing_core.store.sharding import ShardReader, bytes_source
 
     spec = read_mesh_info(config)["sharding"]["2"]
     meta = open_graph(config).meta
     out = {}
     for chunk in inputs:
-        data = files.read_file(shard_dir(config, 2), shard_name(meta, 2, chunk.coords))
+        data = files.read_file(initial_dir(config, 2), chunk_shard_name(meta, 2, chunk.coords))
         meshes = {}
         if data:
             for key, fragment in ShardReader(bytes_source(data), spec).items():

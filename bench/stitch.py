@@ -57,16 +57,16 @@ class LayerFigures:
 
 
 def shard_bytes(config, meta, layer: int, coords: Coords) -> int:
-    from meshing_core.run.layer import shard_dir, shard_name
     from meshing_core.store import files
+    from meshing_core.store.layout import chunk_shard_name, initial_dir
 
-    data = files.read_file(shard_dir(config, layer), shard_name(meta, layer, coords))
+    data = files.read_file(initial_dir(config, layer), chunk_shard_name(meta, layer, coords))
     return len(data) if data else 0
 
 
 def children_bytes(config, meta, layer: int, coords: Coords) -> int:
     """Shard bytes of the layer-(L-1) chunks under a layer-L chunk (fan-out 2)."""
-    from meshing_core.run.layer import iter_chunks
+    from meshing_core.run.checks import iter_chunks
 
     bounds = meta.layer_chunk_bounds(layer - 1)
     start = tuple(2 * c for c in coords)
@@ -75,7 +75,7 @@ def children_bytes(config, meta, layer: int, coords: Coords) -> int:
 
 
 def sample_chunks(config, meta, layer: int) -> list[Coords]:
-    from meshing_core.run.layer import iter_chunks
+    from meshing_core.run.checks import iter_chunks
 
     chunks = list(iter_chunks((0, 0, 0), tuple(meta.layer_chunk_bounds(layer))))
     if layer >= meta.n_layers - 1 or len(chunks) <= MAX_SAMPLED:
@@ -102,7 +102,8 @@ def run() -> tuple[DatasetSpec, float, list[LayerFigures]]:
     from bench.layer2 import peak_rss
     from meshing_core.config import load_config
     from meshing_core.graph import open_graph
-    from meshing_core.run.layer import iter_chunks, mesh_layer
+    from meshing_core.run.checks import iter_chunks
+    from meshing_core.run.layer import mesh_layer
     from meshing_core.run.setup import setup_meshes
 
     graph_yaml, build_seconds = build_dataset(SPEC, OUT / "stitch")

@@ -24,19 +24,13 @@ def main(argv: list[str]) -> None:
     import meshing_core.mesh.stitch as stitch
     from bench.rss import peak_rss_mib
     from meshing_core.config import load_config
-    from meshing_core.graph import open_graph
-    from meshing_core.mesh.watershed import mip_geometry
-    from meshing_core.run.layer import check_mesh_info, mesh_one_chunk, read_mesh_info
+    from meshing_core.run.chunk import ChunkFailure, prepare_context, run_chunk
 
     config = load_config(argv[0])
     timestamp = float(argv[1])
     layer = int(argv[2])
     coords = tuple(int(c) for c in argv[3:6])
-    graph = open_graph(config)
-    geometry = mip_geometry(graph.meta, config.watershed, int(config.mip))
-    block = geometry.block_shape.tolist()
-    info = read_mesh_info(config)
-    sharding = {str(k): check_mesh_info(info, config, block, k) for k in range(2, layer + 1)}
+    context = prepare_context(config, layer, timestamp, record=False)
     largest = [0]
     encode = stitch.encode_draco
 
@@ -46,16 +40,9 @@ def main(argv: list[str]) -> None:
 
     stitch.encode_draco = watched
     before = current_rss_mib()
-    result = mesh_one_chunk(
-        config,
-        layer,
-        coords,  # type: ignore[arg-type]
-        timestamp,
-        sharding[str(layer)],
-        graph,
-        sharding=sharding,
-        max_triangles=stitch.max_triangles_of(config),
-    )
+    result = run_chunk(context, coords)  # type: ignore[arg-type]
+    if isinstance(result, ChunkFailure):
+        raise result.error
     peak = peak_rss_mib()
     print(f"{peak:.2f} {before:.2f} {largest[0]} {result.fragments}")
 

@@ -10,18 +10,16 @@ from bench.rss import peak_rss_mib
 
 def main(argv: list[str]) -> None:
     from meshing_core.config import load_config
-    from meshing_core.graph import open_graph
-    from meshing_core.mesh.watershed import mip_geometry
-    from meshing_core.run.layer import check_mesh_info, mesh_one_chunk, read_mesh_info
+    from meshing_core.run.chunk import ChunkFailure, prepare_context, run_chunk
 
     config = load_config(argv[0])
     timestamp = float(argv[1])
     coords = tuple(int(c) for c in argv[2:5])
-    graph = open_graph(config)
-    geometry = mip_geometry(graph.meta, config.watershed, int(config.mip))
-    spec = check_mesh_info(read_mesh_info(config), config, geometry.block_shape.tolist(), 2)
+    context = prepare_context(config, 2, timestamp, record=False)
     before = peak_rss_mib()
-    mesh_one_chunk(config, 2, coords, timestamp, spec, graph)  # type: ignore[arg-type]
+    result = run_chunk(context, coords)  # type: ignore[arg-type]
+    if isinstance(result, ChunkFailure):
+        raise result.error
     peak = peak_rss_mib()
     print(f"{peak:.1f} {before:.1f}")
 

@@ -80,8 +80,8 @@ def _cmd_setup(args: argparse.Namespace) -> None:
 
 def _cmd_mesh(args: argparse.Namespace) -> None:
     from meshing_core.config import load_config
-    from meshing_core.run.layer import mesh_layer
-    from meshing_core.run.records import RecordStore
+    from meshing_core.run.layer import mesh_layer, run_batch
+    from meshing_core.run.plan import descriptor
     from meshing_core.timestamps import format_timestamp, parse_timestamp
 
     config = load_config(args.graph)
@@ -97,27 +97,45 @@ def _cmd_mesh(args: argparse.Namespace) -> None:
             "--chunk-index-range needs --timestamp T: a batch belongs to the run at T"
         )
     timestamp = parse_timestamp(args.timestamp)  # resolved once for the whole command
-    # one planned batch is recorded like `run`, so a rerun at T skips its finished chunks
-    records = RecordStore(config, timestamp) if args.chunk_index_range is not None else None
-    report = mesh_layer(
-        config,
-        args.layer,
-        chunk_start=args.chunk_start,
-        chunk_end=args.chunk_end,
-        chunk_indices=tuple(args.chunk_index_range) if args.chunk_index_range else None,
-        timestamp=timestamp,
-        workers=args.workers,
-        progress=not args.quiet,
-        records=records,
-        force=args.force,
-    )
-    skipped = f", {report.skipped_chunks} already done" if report.skipped_chunks else ""
+    if args.chunk_index_range is not None:
+        # one planned batch, recorded like a batch of `run`: a rerun at T skips finished chunks
+        start, stop = args.chunk_index_range
+        box = {}
+        if (args.chunk_start is None) != (args.chunk_end is None):
+            raise MeshingError(
+                "with --chunk-index-range give both --chunk-start and --chunk-end, or neither"
+            )
+        if args.chunk_start is not None:
+            box = {"box": [*args.chunk_start, *args.chunk_end]}
+        batch = run_batch(
+            config,
+            descriptor(args.layer, 0, start, stop, box),
+            timestamp=timestamp,
+            workers=args.workers,
+            progress=not args.quiet,
+        )
+        chunks, empty, skipped = batch["chunks"], batch["empty"], batch["skipped"]
+        fragments, size, seconds = batch["fragments"], batch["bytes"], batch["seconds"]
+    else:
+        report = mesh_layer(
+            config,
+            args.layer,
+            chunk_start=args.chunk_start,
+            chunk_end=args.chunk_end,
+            timestamp=timestamp,
+            workers=args.workers,
+            progress=not args.quiet,
+        )
+        chunks, empty, skipped = report.chunks, report.empty_chunks, report.skipped_chunks
+        fragments, size, seconds = report.fragments, report.bytes, report.seconds
+    from meshing_core.store import layout
+
+    done = f", {skipped} already done" if skipped else ""
     print(
-        f"layer {report.layer} at {format_timestamp(timestamp)}: {report.chunks} chunks "
-        f"({report.empty_chunks} empty{skipped}), {report.fragments} fragments, "
-        f"{report.bytes} bytes, {report.seconds:.1f} s"
+        f"layer {args.layer} at {format_timestamp(timestamp)}: {chunks} chunks "
+        f"({empty} empty{done}), {fragments} fragments, {size} bytes, {seconds:.1f} s"
     )
-    print(f"shards: {report.shard_dir}")
+    print(f"shards: {layout.initial_dir(config, args.layer)}")
 
 
 def _cmd_info(args: argparse.Namespace) -> None:
@@ -131,7 +149,7 @@ def _cmd_info(args: argparse.Namespace) -> None:
 
 def _cmd_run(args: argparse.Namespace) -> None:
     from meshing_core.config import load_config
-    from meshing_core.run.pipeline import run_graph
+    from meshing_core.run.lifecycle import run_graph
     from meshing_core.timestamps import parse_timestamp
 
     config = load_config(args.graph)
@@ -273,11 +291,6 @@ def build_parser() -> argparse.ArgumentParser:
         help="one planned batch: chunk indices [A, B) in the layer's fixed order (x outermost, "
         "z fastest); recorded at --timestamp, finished chunks skipped unless --force",
     )
-    p.add_argument(
-        "--force",
-        action="store_true",
-        help="with --chunk-index-range: re-mesh chunks already recorded done",
-    )
     p.add_argument("--timestamp", help="graph time: RFC 3339 or Unix seconds (default: now)")
     p.add_argument(
         "--workers", type=int, help="processes (default: CPUs available to this process)"
@@ -365,9 +378,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         stream=sys.stderr,
     )
     func: Callable[[argparse.Namespace], None] = args.func
+    from meshing_core.run.layer import ChunkFailuresError
+
     try:
         func(args)
-    except MeshingError as exc:
+    except (MeshingError, ChunkFailuresError) as exc:
         message = " ".join(str(exc).split())  # always one line
         print(f"error: {message}", file=sys.stderr)
         return 2

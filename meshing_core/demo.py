@@ -60,7 +60,7 @@ def report_lines(config_path: Path, timestamp: float) -> list[str]:
 def run_demo(out: Path, *, workers: int | None = None, progress: bool = True) -> None:
     """The demo without Airflow: build the example and `run` it to its root layer."""
     from meshing_core.config import load_config
-    from meshing_core.run.pipeline import run_graph
+    from meshing_core.run.lifecycle import run_graph
 
     config_path = build_demo_dataset(out, progress=progress)
     summary = run_graph(load_config(config_path), workers=workers, progress=progress)

@@ -183,7 +183,7 @@ def test_failing_batch_is_retried_failed_then_cleared_alone(served: Served) -> N
     assert {i: ti["state"] for i, ti in layer3.items() if ti["state"] != "success"} == {
         parent_index: "failed"
     }
-    assert f"batch {parent_index} " in layer3[parent_index]["rendered_map_index"]
+    assert f"L3 b{parent_index} chunks " in layer3[parent_index]["rendered_map_index"]
     assert layer3[parent_index]["try_number"] == 2  # retried once (retries: 1), then failed
     assert {ti["try_number"] for i, ti in layer3.items() if i != parent_index} == {1}
     layer2 = _by_task(tis, "layer_2.batch")

@@ -7,12 +7,16 @@ process, so keeping it out of the pytest process leaves other tests untouched).
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import pytest
 import yaml
+from cli_support import run_cli
 
 from tools.airflow_env import airflow_env, migrate_db
 
@@ -55,8 +59,9 @@ with Session() as session:
     rows = session.scalars(XComModel.get_many(run_id=run.run_id, dag_ids=dag.dag_id,
                                               key="return_value")).all()
     xcoms = {f"{r.task_id}[{r.map_index}]": XComModel.deserialize_value(r) for r in rows}
-print("JSON" + json.dumps({"state": str(run.state), "tasks": states, "xcoms": xcoms},
-                          default=str))
+labels = {f"{ti.task_id}[{ti.map_index}]": ti.rendered_map_index for ti in run.get_task_instances()}
+print("JSON" + json.dumps({"state": str(run.state), "tasks": states, "xcoms": xcoms,
+                           "labels": labels}, default=str))
 """
 
 
@@ -206,8 +211,26 @@ def migrated_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return home
 
 
+def _records_and_journal(config) -> tuple[dict, list]:
+    """Every layer's records (fragments, bytes per chunk) and the journal, owner and times aside."""
+    from meshing_core.run.records import RecordStore, RunJournal
+
+    entries = RunJournal(config).runs()
+    store = RecordStore(config, entries[-1].timestamp)
+    records = {
+        layer: {
+            c: (e["fragments"], e["bytes"])
+            for batch in store._batch_objects(layer)
+            for c, e in batch["done"].items()
+        }
+        for layer in range(2, config.n_layers + 1)
+    }
+    journal = [(e.timestamp, e.state, e.max_layer, e.layers_done, e.error) for e in entries]
+    return records, journal
+
+
 def test_local_mode_run_meshes_every_layer_and_writes_metadata(
-    example_copy, migrated_home, tmp_path
+    example_copy, example_dir, migrated_home, tmp_path
 ):
     pytest.importorskip("meshing_core.run.plan")
     from meshing_core.config import load_config
@@ -239,6 +262,7 @@ def test_local_mode_run_meshes_every_layer_and_writes_metadata(
         assert summary["chunks_failed"] == 0 and summary["skipped"] == 0, summary
     assert any(k.startswith(f"layer_{config.n_layers}.batch[") for k in result["tasks"])
     assert sum(k.startswith("layer_2.batch[") for k in result["tasks"]) == 7  # 112 chunks / 16
+    assert result["labels"]["layer_2.batch[6]"] == "L2 b6 chunks 96-111"  # from the descriptor
 
     sharding = files.read_json(config.mesh_cloudpath, "info")["sharding"]
     graph = open_graph(config)
@@ -257,6 +281,19 @@ def test_local_mode_run_meshes_every_layer_and_writes_metadata(
             assert sorted(meshes) == keys[:20]
     finally:
         graph.close()
+
+    # the command line's `run` of the same dataset walks the same plan: same bytes, records, journal
+    cli_copy = tmp_path / "cli"
+    shutil.copytree(example_dir, cli_copy)
+    (cli_copy / "graph.yaml").write_text(graph_yaml.read_text())
+    run_cli("run", "--graph", str(cli_copy / "graph.yaml"), "--timestamp", conf["timestamp"],
+            quiet=True)  # fmt: skip
+    cli_config = load_config(cli_copy / "graph.yaml")
+    cli_root = Path(cli_config.mesh_cloudpath[len("file://") :])
+    dag_bytes = {p.relative_to(mesh_root): p.read_bytes() for p in mesh_root.glob("initial/*/*")}
+    cli_bytes = {p.relative_to(cli_root): p.read_bytes() for p in cli_root.glob("initial/*/*")}
+    assert dag_bytes == cli_bytes and len(dag_bytes) > 100
+    assert _records_and_journal(config) == _records_and_journal(cli_config)
 
     # a rerun at the same timestamp finds every chunk done and rewrites nothing
     shards = {p: p.stat().st_mtime_ns for p in mesh_root.glob("initial/*/*.shard")}
@@ -339,3 +376,68 @@ def test_trigger_params_are_validated_before_a_run(tmp_path):
         ("bad_box", "chunk_start"),
     ]:
         assert found[name] is not None and field in found[name], (name, found[name])
+
+
+def test_a_forced_run_retries_only_the_chunks_that_failed(example_copy, migrated_home, tmp_path):
+    """Forced, one watershed chunk unreadable on the first try: the retry redoes only its chunks."""
+    from meshing_core.config import load_config
+    from meshing_core.run.records import RecordStore
+
+    configs = tmp_path / "configs"
+    configs.mkdir()
+    graph_yaml = example_copy / "graph.yaml"
+    data = yaml.safe_load(graph_yaml.read_text())
+    data["layers"]["default"].update(retries=1, retry_delay_s=4)
+    graph_yaml.write_text(yaml.safe_dump(data))
+    (configs / "example.yaml").write_text(f"graph: {graph_yaml}\n")
+    config = load_config(graph_yaml)
+    mesh_root = Path(config.mesh_cloudpath[len("file://") :])
+    victim = next((example_copy / "watershed").glob("*/96-128_32-64_16-32*"))
+    original = victim.read_bytes()
+    victim.write_bytes(b"not a segmentation chunk")
+    seen: dict[str, object] = {}
+
+    def repair_after_the_first_try() -> None:
+        # the first try's end rolls its records up: then snapshot the shards and repair
+        store_dir = mesh_root / "records"
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:
+            for batch in store_dir.glob("*/2/batch-*.json"):
+                stored = json.loads(batch.read_text())
+                if stored.get("failed"):
+                    seen["failed"] = sorted(stored["failed"])
+                    seen["shards"] = {
+                        p.name: (p.stat().st_mtime_ns, p.read_bytes())
+                        for p in (mesh_root / "initial" / "2").glob("*.shard")
+                    }
+                    victim.write_bytes(original)
+                    return
+            time.sleep(0.02)
+
+    watcher = threading.Thread(target=repair_after_the_first_try, daemon=True)
+    watcher.start()
+    conf = {"timestamp": "2021-03-04T00:00:00Z", "force": True, "max_layer": 3}
+    result = _python(RUN, _airflow_env(migrated_home, configs), "mesh_example", json.dumps(conf))
+    watcher.join(timeout=10)
+    assert result["state"] == "success", result["tasks"]
+    assert "failed" in seen, "no chunk failed on the first try"
+    failed = {tuple(int(v) for v in key.split("_")) for key in seen["failed"]}
+    assert 1 <= len(failed) <= 8
+    before = seen["shards"]
+    after = {
+        p.name: (p.stat().st_mtime_ns, p.read_bytes())
+        for p in (mesh_root / "initial" / "2").glob("*.shard")
+    }
+    from meshing_core.graph import open_graph
+    from meshing_core.store.layout import chunk_shard_name
+
+    graph = open_graph(config)
+    meta = graph.meta
+    graph.close()
+    failed_names = {chunk_shard_name(meta, 2, c) for c in failed}
+    assert not failed_names & set(before)  # a failed chunk published nothing
+    untouched = {name: before[name] for name in before}
+    assert {name: after[name] for name in untouched} == untouched  # bytes and mtime unchanged
+    assert set(after) - set(before) <= failed_names  # the retry wrote only the failed chunks
+    records = RecordStore(config, 1614816000.0)
+    assert len(records.done_chunks(2)) == 112 and not records.failures(2)

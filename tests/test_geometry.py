@@ -19,9 +19,11 @@ from meshing_core.graph import open_graph
 from meshing_core.mesh.layer2 import chunk_grid, chunk_labels
 from meshing_core.mesh.simplify import mesh_labels
 from meshing_core.mesh.watershed import mip_geometry, read_chunk
-from meshing_core.run.layer import mesh_layer, shard_dir, shard_name
+from meshing_core.run.layer import mesh_layer
 from meshing_core.run.setup import setup_meshes
 from meshing_core.store import files
+from meshing_core.store.layout import chunk_shard_name as shard_name
+from meshing_core.store.layout import initial_dir as shard_dir
 from meshing_core.store.sharding import ShardReader, bytes_source
 
 # Chunks checked: interior ones, so every face has a neighbour.

@@ -16,9 +16,11 @@ from meshing_core.errors import MeshingError
 from meshing_core.graph import open_graph
 from meshing_core.mesh.layer2 import chunk_grid, mesh_chunk
 from meshing_core.mesh.watershed import mip_geometry
-from meshing_core.run.layer import LayerReport, mesh_layer, shard_dir, shard_name
+from meshing_core.run.layer import ChunkFailuresError, LayerReport, mesh_layer
 from meshing_core.run.setup import setup_meshes, static_mesh_block
 from meshing_core.store import files
+from meshing_core.store.layout import chunk_shard_name as shard_name
+from meshing_core.store.layout import initial_dir as shard_dir
 from meshing_core.store.sharding import ShardReader, bytes_source
 from meshing_core.timestamps import format_timestamp
 
@@ -246,8 +248,9 @@ def test_missing_segmentation_chunk_fails_and_keeps_old_shards(example_copy: Pat
     )
     victim = next(p for p in victims if all(part.startswith("0-") for part in p.name.split("_")))
     victim.unlink()
-    with pytest.raises(MeshingError) as exc:
+    with pytest.raises(ChunkFailuresError) as exc:  # a chunk's failure: its batch is retried
         mesh_layer(config, 2, chunk_end=(1, 1, 1), timestamp=ts, workers=1, progress=False)
+    assert isinstance(exc.value.__cause__, MeshingError)
     text = _one_line(exc)
     assert "(0, 0, 0)" in text and config.watershed in text and "missing" in text
     assert files.read_file(shard_dir(config, 2), name) == before

@@ -17,8 +17,9 @@ from meshing_core.config import GraphConfig, load_config
 from meshing_core.graph import open_graph
 from meshing_core.graph.protocol import GraphMeta
 from meshing_core.run import records
-from meshing_core.run.layer import LayerRunError, select_chunks
-from meshing_core.run.plan import PlanError, batch_command, layer_summary, plan_layer, run_batch
+from meshing_core.run.checks import LayerRunError, select_chunks
+from meshing_core.run.layer import run_batch
+from meshing_core.run.plan import PlanError, batch_command, layer_summary, plan_layer
 from meshing_core.run.setup import setup_meshes
 from meshing_core.store import layout
 from meshing_core.store.sharding import ShardReader, bytes_source
@@ -82,7 +83,8 @@ def test_ten_million_chunk_layer_plans_compactly_within_the_map_limit():
     assert [d["batch"] for d in plan] == list(range(len(plan)))
     size = plan[0]["stop"] - plan[0]["start"]
     assert size % records.default_batch_size(config, meta, 2) == 0  # one writer per record
-    assert all(set(d) == {"layer", "batch", "start", "stop"} for d in plan)
+    assert all(set(d) == {"layer", "batch", "start", "stop", "label"} for d in plan)
+    assert plan[1]["label"] == f"L2 b1 chunks {size}-{2 * size - 1}"
     assert len(json.dumps(plan)) < 100_000
 
     smaller = plan_layer(config, 2, meta=meta, max_map_length=100, batch_size=5)
@@ -150,12 +152,12 @@ def test_plan_refuses_bad_layer_box_and_sizes():
 def test_batch_command_is_the_mesh_cli():
     argv = batch_command(
         {"layer": 3, "batch": 2, "start": 8, "stop": 12, "box": [0, 0, 0, 2, 1, 1]},
-        "g/graph.yaml", "2021-03-03T01:00:00Z", force=True,
+        "g/graph.yaml", "2021-03-03T01:00:00Z",
     )  # fmt: skip
     assert argv == [
         "mesh", "--graph", "g/graph.yaml", "--layer", "3", "--timestamp", "2021-03-03T01:00:00Z",
         "--chunk-index-range", "8", "12", "--chunk-start", "0", "0", "0",
-        "--chunk-end", "2", "1", "1", "--force",
+        "--chunk-end", "2", "1", "1",
     ]  # fmt: skip
 
 
@@ -209,9 +211,8 @@ def test_run_batch_meshes_exactly_its_chunks_then_skips_them(example_copy: Path)
     again = run_batch(config, batch, timestamp=SPLIT_STATE, workers=1)
     assert again["skipped"] == 16 and again["fragments"] == 0
     assert layer_shards(config, 2) == set()
-    forced = run_batch(
-        config, batch, timestamp=SPLIT_STATE, workers=1, force=True
-    )  # ... force does
+    records.RecordStore(config, SPLIT_STATE).clear()  # ... what a forced run does at its start
+    forced = run_batch(config, batch, timestamp=SPLIT_STATE, workers=1)
     assert forced["skipped"] == 0 and forced["fragments"] == fragments
     assert layer_shards(config, 2) == shards
 
@@ -247,8 +248,8 @@ def test_cli_chunk_index_range_runs_one_recorded_batch(example_copy: Path):
                 "--chunk-index-range", "100", "112")  # fmt: skip
     assert "12 already done" in again.stdout
     forced = cli("mesh", "--graph", graph, "--layer", "2", "--timestamp", ts,
-                 "--chunk-index-range", "100", "112", "--force", "--workers", "1")  # fmt: skip
-    assert "already done" not in forced.stdout and "12 chunks" in forced.stdout
+                 "--chunk-index-range", "100", "112", "--force", check=False)  # fmt: skip
+    assert forced.returncode == 2 and "--force" in forced.stderr  # only a run forces, at its start
 
     no_ts = cli("mesh", "--graph", graph, "--layer", "2", "--chunk-index-range", "0", "4",
                 check=False)  # fmt: skip

@@ -346,3 +346,59 @@ def test_batch_size_comes_from_a_voxel_budget_unless_set(base):
         with pytest.raises(MeshingError, match=f"batches.{next(iter(bad))} is") as err:
             records.default_batch_size(broken, base[1], 2)
         assert "\n" not in str(err.value) and "whole number >= 1" in str(err.value)
+
+
+def _record_in_turn(config, meta, chunks, barrier, rounds: int) -> None:
+    """One writer process: in each round, record its chunk of the round at the barrier."""
+    store = RecordStore(config, T1, meta=meta)
+    for round_chunks in chunks:
+        barrier.wait(timeout=60)
+        store.record_chunks(2, {round_chunks: {"fragments": 1, "bytes": 10}})
+
+
+def test_concurrent_writers_of_one_record_batch_lose_no_record(base, tmp_path: Path):
+    """Four processes record different chunks of the same record batch at the same moment."""
+    import multiprocessing
+
+    config, meta = base
+    config = replace(
+        config, watershed="file://" + str(tmp_path / "ws"), batches={"chunks_per_batch": 32}
+    )
+    everything = list(records.chunk_order(meta, 2))  # 32 chunks: one record batch
+    writers, rounds = 4, len(everything) // 4
+    context = multiprocessing.get_context("spawn")
+    barrier = context.Barrier(writers)
+    plans = [[everything[r * writers + w] for r in range(rounds)] for w in range(writers)]
+    procs = [
+        context.Process(target=_record_in_turn, args=(config, meta, plan, barrier, rounds))
+        for plan in plans
+    ]
+    for proc in procs:
+        proc.start()
+    for proc in procs:
+        proc.join(timeout=120)
+        assert proc.exitcode == 0
+    store = RecordStore(config, T1, meta=meta)
+    assert set(store.done_chunks(2)) == set(everything)  # before the roll-up ...
+    assert store.roll_up(2, [0]) == len(everything)
+    assert set(RecordStore(config, T1, meta=meta).done_chunks(2)) == set(everything)  # ... after
+    assert stored_names(config) == [
+        f"records/{records.timestamp_key(T1)}/2/batch-00000000.json",
+        f"records/{records.timestamp_key(T1)}/2/batching.json",
+    ]
+
+
+def test_a_reader_merges_chunk_records_not_yet_rolled_up(config, meta):
+    store = RecordStore(config, T0, meta=meta)
+    store.record_batch(2, 0, done={(0, 0, 0): 1}, failed={(0, 0, 1): "boom"})
+    store.record_chunks(2, done={(0, 0, 1): 2}, failed={(0, 1, 0): "oom"})  # newer, per chunk
+    reader = RecordStore(config, T0, meta=meta)
+    assert reader.done_chunks(2) == {(0, 0, 0): 1, (0, 0, 1): 2}
+    assert set(reader.failures(2)) == {(0, 1, 0)}
+    assert reader.layer_summary(2)["chunks_failed"] == 1
+    store.record_chunks(2, failed={(0, 1, 0): "oom again"})
+    assert RecordStore(config, T0, meta=meta).failures(2)[(0, 1, 0)]["try"] == 2
+    store.roll_up(2, [0])
+    rolled = RecordStore(config, T0, meta=meta)
+    assert rolled.done_chunks(2) == reader.done_chunks(2)
+    assert rolled.failures(2)[(0, 1, 0)]["error"] == "oom again"

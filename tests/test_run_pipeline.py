@@ -173,12 +173,12 @@ def test_parent_without_recorded_children_is_not_stitched(example_copy):
 
     config = load_config(example_copy / "graph.yaml")
     setup_meshes(config)
-    records = RecordStore(config, SPLIT_STATE)
     # layer 2 only for x < 4: layer-3 parents with x >= 2 have unrecorded children
     mesh_layer(config, 2, chunk_end=(4, 4, 4), timestamp=SPLIT_STATE, workers=1,
-               progress=False, records=records)  # fmt: skip
+               progress=False, record=True)  # fmt: skip
     with pytest.raises(Exception) as err:
-        mesh_layer(config, 3, timestamp=SPLIT_STATE, workers=1, progress=False, records=records)
+        mesh_layer(config, 3, timestamp=SPLIT_STATE, workers=1, progress=False, record=True)
+    records = RecordStore(config, SPLIT_STATE)
     assert "has no completion record" in str(err.value) and "mesh layer 2 first" in str(err.value)
     layer3 = example_copy / "watershed" / "graphene_meshes" / "initial" / "3"
     written = {p.name for p in layer3.glob("*.shard")}

@@ -25,9 +25,11 @@ from meshing_core.mesh.layer_grids import layer_grids
 from meshing_core.mesh.merge import concatenate, merge_on_planes
 from meshing_core.mesh.stitch import DEFAULT_MAX_TRIANGLES, max_triangles_of, node_mesh
 from meshing_core.mesh.watershed import mip_geometry
-from meshing_core.run.layer import mesh_layer, shard_dir, shard_name
+from meshing_core.run.layer import ChunkFailuresError, mesh_layer
 from meshing_core.run.setup import setup_meshes
 from meshing_core.store import files
+from meshing_core.store.layout import chunk_shard_name as shard_name
+from meshing_core.store.layout import initial_dir as shard_dir
 from meshing_core.store.sharding import ShardReader
 from meshing_core.store.verify import read_back_graphene, read_back_tensorstore
 
@@ -289,8 +291,9 @@ def test_corrupt_child_shard_fails_only_its_parent_with_a_named_error(meshed, tm
         if tuple(coords) != parent:
             mesh_layer(config, 3, timestamp=ts, workers=1, progress=False, **run)
             continue
-        with pytest.raises(MeshingError) as exc:
+        with pytest.raises(ChunkFailuresError) as exc:
             mesh_layer(config, 3, timestamp=ts, workers=1, progress=False, **run)
+        assert isinstance(exc.value.__cause__, MeshingError)
         text = str(exc.value)
         assert "\n" not in text
         assert f"layer-3 chunk {list(parent)}" in text and name in text, text
@@ -306,8 +309,9 @@ def test_missing_child_shard_is_a_named_error(meshed, tmp_path) -> None:
     meta = graph.meta
     name = shard_name(meta, 3, (0, 0, 0))
     files.delete_file(shard_dir(config, 3), name)
-    with pytest.raises(MeshingError) as exc:
+    with pytest.raises(ChunkFailuresError) as exc:
         mesh_layer(config, 4, chunk_end=(1, 1, 1), timestamp=ts, workers=1, progress=False)
+    assert isinstance(exc.value.__cause__, MeshingError)
     text = str(exc.value)
     assert "layer-4 chunk [0, 0, 0]" in text and name in text and "mesh layer 3" in text, text
 

@@ -25,7 +25,7 @@ from meshing_core.datasets.synthetic import (
 from meshing_core.graph import open_graph
 from meshing_core.ingest.builder import build_graph
 from meshing_core.mesh.export import export_mesh
-from meshing_core.run.pipeline import run_graph
+from meshing_core.run.lifecycle import run_graph
 from meshing_core.store.sharding import ShardReader, bytes_source
 from meshing_core.store.verify import graphene_reader, read_back_tensorstore
 

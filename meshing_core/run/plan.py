@@ -1,12 +1,12 @@
-"""Batch planning for mapped layer tasks, running one planned batch, and a layer's summary.
+"""Batch planning for mapped layer tasks (and ``run``), and a layer's summary from records.
 
 A layer's chunks have one fixed order (``meshing_core.run.records.chunk_order``: x outermost, z
 fastest). A batch is a half-open range of indices in it, so a plan is a short list of small
-descriptors ``{"layer", "batch", "start", "stop"}`` whatever the layer's size: planning never
+descriptors ``{"layer", "batch", "start", "stop", "label"}`` whatever the layer's size: planning never
 opens chunk lists. Batch ``b`` of size ``n`` always covers ``[b * n, (b + 1) * n)``.
 
 The batch size is a multiple of the completion records' batch size, so every record object
-(``records/<ts>/<layer>/batch-*.json``, rewritten whole) has exactly one writer: two mapped
+(``records/<ts>/<layer>/batch-*.json``, rolled up by the batch that owns it) has one roller: two mapped
 tasks running at once never overwrite each other's records.
 
 A plan for a sub-box keeps the same grid but only the batches holding a chunk of the box, and
@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import logging
 import math
-import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -65,7 +64,7 @@ def _box(
     """The checked sub-box, or None when it is the whole layer."""
     if chunk_start is None and chunk_end is None:
         return None
-    from meshing_core.run.layer import LayerRunError, chunk_range
+    from meshing_core.run.checks import LayerRunError, chunk_range
 
     try:
         start, end = chunk_range(meta, layer, chunk_start, chunk_end)
@@ -116,7 +115,7 @@ def plan_layer(
     spares opening the graph.
     """
     meta = _meta_of(config) if meta is None else meta
-    from meshing_core.run.layer import LayerRunError, check_layer
+    from meshing_core.run.checks import LayerRunError, check_layer
 
     try:
         check_layer(meta, layer)
@@ -156,10 +155,7 @@ def plan_layer(
     extra: dict[str, Any] = {}
     if box is not None:
         extra = {"box": [*box[0], *box[1]]}
-    plan = [
-        {"layer": layer, "batch": b, "start": b * size, "stop": min((b + 1) * size, total), **extra}
-        for b in numbers
-    ]
+    plan = [descriptor(layer, b, b * size, min((b + 1) * size, total), extra) for b in numbers]
     log.info(
         "layer %d: %d batch(es) of %d chunk indices (%d chunks%s)",
         layer, len(plan), size, in_box, "" if box is None else f" in box {extra}",
@@ -167,7 +163,28 @@ def plan_layer(
     return plan
 
 
-def _descriptor(descriptor: dict[str, Any]) -> tuple[int, int, tuple[int, int], dict[str, Any]]:
+def batch_label(layer: int, batch: int, start: int, stop: int) -> str:
+    """How a batch is named in the grid view and logs: ``L3 b12 chunks 1200-1299``."""
+    return f"L{int(layer)} b{int(batch)} chunks {int(start)}-{int(stop) - 1}"
+
+
+def descriptor(
+    layer: int, batch: int, start: int, stop: int, extra: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """A batch descriptor: layer, batch number, index range [start, stop), label (+ box)."""
+    return {
+        "layer": int(layer),
+        "batch": int(batch),
+        "start": int(start),
+        "stop": int(stop),
+        "label": batch_label(layer, batch, start, stop),
+        **(extra or {}),
+    }
+
+
+def parse_descriptor(
+    descriptor: dict[str, Any],
+) -> tuple[int, int, tuple[int, int], dict[str, Any]]:
     try:
         layer, batch = int(descriptor["layer"]), int(descriptor["batch"])
         indices = (int(descriptor["start"]), int(descriptor["stop"]))
@@ -185,69 +202,15 @@ def _descriptor(descriptor: dict[str, Any]) -> tuple[int, int, tuple[int, int], 
     return layer, batch, indices, box
 
 
-def run_batch(
-    config: GraphConfig,
-    descriptor: dict[str, Any],
-    *,
-    timestamp: float,
-    force: bool = False,
-    workers: int | None = None,
-    progress: bool = False,
-) -> dict[str, Any]:
-    """Mesh one planned batch at ``timestamp`` with its completion records.
-
-    Chunks recorded done at ``timestamp`` are skipped unless ``force``; outcomes are recorded.
-    Raises (as ``mesh_layer`` does) when a chunk failed, after the others are done.
-    """
-    from meshing_core.run.layer import mesh_layer
-
-    layer, batch, indices, box = _descriptor(descriptor)
-    started = time.monotonic()
-    records = RecordStore(config, timestamp)
-    size = records.batch_size(layer)
-    if indices[0] % size or (indices[1] % size and indices[1] != chunk_total(records.meta, layer)):
-        log.warning(
-            "layer %d batch %d: indices %s do not align with the records' batches of %d chunks "
-            "at this timestamp; do not run overlapping batches at once (plan with timestamp=)",
-            layer, batch, list(indices), size,
-        )  # fmt: skip
-    report = mesh_layer(
-        config,
-        layer,
-        chunk_indices=indices,
-        chunk_start=box.get("chunk_start"),
-        chunk_end=box.get("chunk_end"),
-        timestamp=float(timestamp),
-        workers=workers,
-        progress=progress,
-        records=records,
-        force=force,
-    )
-    summary = {
-        "layer": layer,
-        "batch": batch,
-        "chunks": report.chunks,
-        "skipped": report.skipped_chunks,
-        "empty": report.empty_chunks,
-        "fragments": report.fragments,
-        "bytes": report.bytes,
-        "seconds": round(time.monotonic() - started, 3),
-    }
-    log.info("layer %d batch %d: %s", layer, batch, summary)
-    return summary
-
-
-def batch_command(
-    descriptor: dict[str, Any], graph: str, timestamp: str, *, force: bool = False
-) -> list[str]:
+def batch_command(descriptor: dict[str, Any], graph: str, timestamp: str) -> list[str]:
     """The ``python -m meshing_core mesh`` arguments that run this batch (for a pod or a user)."""
-    layer, _, (start, stop), box = _descriptor(descriptor)
+    layer, _, (start, stop), box = parse_descriptor(descriptor)
     argv = ["mesh", "--graph", str(graph), "--layer", str(layer), "--timestamp", str(timestamp)]
     argv += ["--chunk-index-range", str(start), str(stop)]
     for key in ("chunk_start", "chunk_end"):
         if key in box:
             argv += ["--" + key.replace("_", "-"), *(str(c) for c in box[key])]
-    return argv + (["--force"] if force else [])
+    return argv
 
 
 def layer_summary(
@@ -264,4 +227,32 @@ def layer_summary(
         "chunks_failed": counts["chunks_failed"],
         "fragments": counts["fragments"],
         "bytes": counts["bytes"],
+    }
+
+
+def batch_progress(
+    config: GraphConfig, descriptor: dict[str, Any], timestamp: float
+) -> dict[str, Any]:
+    """Where a batch's chunks stand at ``timestamp``, from their records.
+
+    ``{"total", "done", "failed": [[x, y, z], ...], "pending"}``: what a deferred batch's
+    trigger (and a progress view) polls. Reads only the record batches of the batch's range.
+    """
+    from meshing_core.run.checks import select_chunks
+
+    layer, _, indices, box = parse_descriptor(descriptor)
+    meta = _meta_of(config)
+    bounds = layer_bounds(meta, layer)
+    start = tuple(box.get("chunk_start", (0, 0, 0)))
+    end = tuple(box.get("chunk_end", bounds))
+    chunks = select_chunks(meta, layer, start, end, indices)  # type: ignore[arg-type]
+    store = RecordStore(config, timestamp, meta=meta)
+    done = store.chunk_records(layer, chunks)
+    failures = store.failures_of(layer, [c for c, f in done.items() if f is None])
+    finished = sum(1 for f in done.values() if f is not None)
+    return {
+        "total": len(chunks),
+        "done": finished,
+        "failed": [list(c) for c in sorted(failures)],
+        "pending": len(chunks) - finished - len(failures),
     }

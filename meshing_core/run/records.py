@@ -351,6 +351,20 @@ class RecordStore:
             out[key] = None if entry is None else int(entry["fragments"])  # type: ignore[index]
         return out
 
+    def failures_of(
+        self, layer: int, chunks: Iterable[Iterable[int]]
+    ) -> dict[Coords, dict[str, Any]]:
+        """The failure records of the given chunks (those that have one)."""
+        out: dict[Coords, dict[str, Any]] = {}
+        for coords in chunks:
+            key = tuple(int(c) for c in coords)
+            entry = self._read_batch(layer, self.batch_of(layer, key))["failed"].get(
+                _coords_key(key)
+            )
+            if entry is not None:
+                out[key] = dict(entry)  # type: ignore[index]
+        return out
+
     def _done_indices(self, layer: int, batch: int) -> frozenset[int] | None:
         """Indices recorded done in one batch; None when the whole batch is done.
 

@@ -20,6 +20,11 @@ def shard_name(codec: ids.IdCodec, chunk_id: int) -> str:
     return f"{ids.chunk_position_number(codec, chunk_id)}-0.shard"
 
 
+def chunk_shard_name(meta: Any, layer: int, coords: Any) -> str:
+    """Shard file name of the chunk at ``coords`` of ``layer`` (``meta``: a graph's GraphMeta)."""
+    return shard_name(meta.codec, meta.chunk_id(layer, coords))
+
+
 def initial_prefix(layer: int) -> str:
     """Shard folder of one layer, relative to the mesh dir: ``initial/<layer>``."""
     return f"{INITIAL}/{int(layer)}"

@@ -1,24 +1,32 @@
-"""A DAG run's lease and journal (meshing_core.run.orchestrated), without Airflow."""
+"""The run lifecycle (meshing_core.run.lifecycle) as a DAG run walks it, without Airflow."""
 
 from __future__ import annotations
 
 import pytest
 
 from meshing_core.config import load_config
+from meshing_core.run import lifecycle
 from meshing_core.run.lease import LeaseError, acquire, read_lease
-from meshing_core.run.orchestrated import (
+from meshing_core.run.lifecycle import (
     SupersededRunError,
-    begin_run,
     end_run,
+    finish_layer,
     finish_run,
     holding_lease,
-    layer_finished,
 )
 from meshing_core.run.records import RecordStore, RunJournal, chunk_order, plan_run
 from meshing_core.run.setup import setup_meshes
 
 T = 1614816000.0
 OWNER = "airflow mesh_example/manual__1"
+BREAK = "break_lease=true in the trigger form"
+
+
+def begin_run(config, timestamp, max_layer, *, owner, **kwargs):
+    """A DAG run's start: a holder spanning processes, the trigger form's hint."""
+    return lifecycle.begin_run(
+        config, owner=owner, timestamp=timestamp, max_layer=max_layer, break_hint=BREAK, **kwargs
+    )
 
 
 def _record_layer_done(config, layer: int, timestamp: float) -> None:
@@ -51,7 +59,8 @@ def test_begin_run_leases_the_mesh_dir_for_the_dag_run(config):
 
 def test_end_run_marks_an_unfinished_run_failed_and_frees_the_lease(config):
     ticket = begin_run(config, T, 5, owner=OWNER)
-    layer_finished(config, ticket, 2)
+    _record_layer_done(config, 2, T)
+    assert finish_layer(config, ticket, 2)["chunks_done"] == 112
     state = end_run(config, ticket, why="DAG run manual__1 stopped before mesh_metadata")
     assert state == "failed" and read_lease(config) is None
     entry = RunJournal(config).get(T)
@@ -110,7 +119,7 @@ def test_a_cleared_task_of_a_superseded_run_is_refused(config):
     # the old run's start task (clear with downstream) and its batches (clear only failed)
     with pytest.raises(SupersededRunError, match="superseded by the run at 2021-03-05"):
         begin_run(config, T, 5, owner=OWNER)
-    with pytest.raises(SupersededRunError, match="trigger a new run"), holding_lease(config, old):
+    with pytest.raises(SupersededRunError, match="start a new run"), holding_lease(config, old):
         pytest.fail("the old batch must not write")
     assert read_lease(config) is None and RunJournal(config).last().timestamp == T + 86400
     # a new DAG run may still choose the old timestamp on purpose
@@ -145,3 +154,37 @@ def test_break_lease_takes_over_only_a_stale_lease(config):
         begin_run(config, T, 5, owner=OWNER)
     ticket = begin_run(config, T, 5, owner=OWNER, break_lease=True)
     assert read_lease(config).token == ticket["token"]
+
+
+def test_a_forced_run_clears_its_records_once_at_its_start(config):
+    first = begin_run(config, T, 5, owner=OWNER)
+    _record_layer_done(config, 2, T)
+    end_run(config, first, why="stopped")
+    forced = begin_run(config, T, 5, owner="airflow mesh_example/manual__2", force=True)
+    assert forced["action"] == "rerun"
+    assert RecordStore(config, T).layer_summary(2)["chunks_done"] == 0
+    _record_layer_done(config, 2, T)  # the forced run meshes layer 2 ...
+    # ... then its start task is retried (or cleared): the records it made are kept
+    again = begin_run(config, T, 5, owner="airflow mesh_example/manual__2", force=True)
+    assert again["action"] == "resume" and again["token"] == forced["token"]
+    assert RecordStore(config, T).layer_summary(2)["chunks_done"] == 112
+
+
+def test_every_step_writes_only_under_the_runs_lease(config):
+    from meshing_core.run.lease import Lease
+
+    ticket = begin_run(config, T, 5, owner=OWNER)
+    Lease.attach(config, ticket["token"]).release()  # e.g. the teardown ran
+    taken = acquire(config, T + 5, heartbeat=False)  # ... and another run took the mesh dir
+    try:
+        for step in (
+            lambda: lifecycle.setup_run(config, ticket),
+            lambda: finish_layer(config, ticket, 2),
+            lambda: finish_run(config, ticket),
+        ):
+            before = RunJournal(config).get(T)
+            with pytest.raises(LeaseError, match="leased by"):
+                step()
+            assert RunJournal(config).get(T) == before
+    finally:
+        taken.release()
