@@ -336,7 +336,7 @@ class EmbeddedGraph:
 
 def open_embedded(config: Any) -> EmbeddedGraph:
     """Open the embedded graph a ``GraphConfig`` names (use ``meshing_core.graph.open_graph``)."""
-    from meshing_core.config import local_path
+    from meshing_core.store.paths import local_path
 
     path = local_path(config.graph_path)
     if path is None:

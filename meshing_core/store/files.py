@@ -20,7 +20,7 @@ from typing import Any, BinaryIO
 
 from cloudfiles import CloudFiles
 
-from meshing_core.config import local_path
+from meshing_core.store.paths import local_path
 from meshing_core.store.sharding import RangeSource
 
 log = logging.getLogger(__name__)
