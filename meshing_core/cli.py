@@ -34,7 +34,9 @@ def _triple(
 
 def _graph_arg(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--graph", required=True, type=Path, help="the dataset's graph.yaml (or its folder)"
+        "--graph",
+        required=True,
+        help="the dataset's graph.yaml or its folder: a path, file://, s3:// or gs://",
     )
 
 
@@ -69,22 +71,20 @@ def _cmd_build_graph(args: argparse.Namespace) -> None:
 
 
 def _cmd_setup(args: argparse.Namespace) -> None:
-    from meshing_core.config import load_config
     from meshing_core.run.setup import setup_meshes
 
-    config = load_config(args.graph)
+    config = args.config
     changes = setup_meshes(config, reset=args.reset)
     for what, state in changes.items():
         print(f"{what}: {state}")
 
 
 def _cmd_mesh(args: argparse.Namespace) -> None:
-    from meshing_core.config import load_config
     from meshing_core.run.layer import mesh_layer
     from meshing_core.run.records import RecordStore
     from meshing_core.timestamps import format_timestamp, parse_timestamp
 
-    config = load_config(args.graph)
+    config = args.config
     if args.mip is not None and args.mip != config.mip:
         raise MeshingError(
             f"--mip {args.mip} differs from mip {config.mip} in {config.source}: "
@@ -121,20 +121,18 @@ def _cmd_mesh(args: argparse.Namespace) -> None:
 
 
 def _cmd_info(args: argparse.Namespace) -> None:
-    from meshing_core.config import load_config
     from meshing_core.info import describe
     from meshing_core.timestamps import parse_timestamp
 
-    config = load_config(args.graph)
+    config = args.config
     print(describe(config, parse_timestamp(args.timestamp)))
 
 
 def _cmd_run(args: argparse.Namespace) -> None:
-    from meshing_core.config import load_config
     from meshing_core.run.pipeline import run_graph
     from meshing_core.timestamps import parse_timestamp
 
-    config = load_config(args.graph)
+    config = args.config
     summary = run_graph(
         config,
         timestamp=parse_timestamp(args.timestamp) if args.timestamp is not None else None,
@@ -150,24 +148,22 @@ def _cmd_run(args: argparse.Namespace) -> None:
 def _cmd_status(args: argparse.Namespace) -> None:
     import json
 
-    from meshing_core.config import load_config
     from meshing_core.run.status import format_status, status
     from meshing_core.timestamps import parse_timestamp
 
-    config = load_config(args.graph)
+    config = args.config
     timestamp = parse_timestamp(args.timestamp) if args.timestamp is not None else None
     facts = status(config, timestamp)
     print(json.dumps(facts, indent=2, sort_keys=True) if args.json else format_status(facts))
 
 
 def _cmd_export_mesh(args: argparse.Namespace) -> None:
-    from meshing_core.config import load_config
     from meshing_core.mesh.export import export_mesh
     from meshing_core.timestamps import parse_timestamp
 
     if (args.point is None) == (args.node is None):
         raise MeshingError("give exactly one of --point X Y Z or --node ID")
-    config = load_config(args.graph)
+    config = args.config
     report = export_mesh(
         config,
         args.out,
@@ -366,6 +362,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     func: Callable[[argparse.Namespace], None] = args.func
     try:
+        if getattr(args, "graph", None) is not None:
+            from meshing_core.config import load_config
+
+            args.config = load_config(args.graph)  # checked before any work or log line
         func(args)
     except MeshingError as exc:
         message = " ".join(str(exc).split())  # always one line
