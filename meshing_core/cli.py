@@ -42,30 +42,35 @@ def _graph_arg(parser: argparse.ArgumentParser) -> None:
 
 def _cmd_example(args: argparse.Namespace) -> None:
     from meshing_core.datasets.example import build_example
+    from meshing_core.ingest.publish import build_at
 
-    config = build_example(args.out, progress=not args.quiet)
+    config = build_at(args.out, lambda out: build_example(out, progress=not args.quiet))
     print(f"example dataset written: {config}")
     print(f"next: python -m meshing_core setup --graph {config}")
 
 
 def _cmd_build_graph(args: argparse.Namespace) -> None:
     from meshing_core.ingest.builder import build_graph
+    from meshing_core.ingest.publish import build_at
     from meshing_core.timestamps import parse_timestamp
 
     created_at = parse_timestamp(args.created_at) if args.created_at is not None else None
-    config = build_graph(
-        args.segmentation,
-        args.agglomeration,
+    config = build_at(
         args.out,
-        tuple(args.chunk_size),
-        edits=args.edits,
-        created_at=created_at,
-        mip=args.mip,
-        mesh_dir=args.mesh_dir,
-        name=args.name,
-        spatial_bits=args.spatial_bits,
-        max_error=args.max_error,
-        progress=not args.quiet,
+        lambda out: build_graph(
+            args.segmentation,
+            args.agglomeration,
+            out,
+            tuple(args.chunk_size),
+            edits=args.edits,
+            created_at=created_at,
+            mip=args.mip,
+            mesh_dir=args.mesh_dir,
+            name=args.name,
+            spatial_bits=args.spatial_bits,
+            max_error=args.max_error,
+            progress=not args.quiet,
+        ),
     )
     print(f"graph written: {config}")
 
@@ -208,7 +213,9 @@ def build_parser() -> argparse.ArgumentParser:
         parents=[common],
         help="build the example dataset (gala train crop) and its graph",
     )
-    p.add_argument("--out", required=True, type=Path, help="folder to write the dataset into")
+    p.add_argument(
+        "--out", required=True, help="folder to write the dataset into (path, s3:// or gs://)"
+    )
     p.set_defaults(func=_cmd_example)
 
     p = sub.add_parser(
@@ -225,7 +232,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _triple(p, "--chunk-size", "--chunk_size", help="layer-2 chunk size in voxels", required=True)
     p.add_argument(
-        "--out", required=True, type=Path, help="folder for graph.yaml, the graph and the watershed"
+        "--out",
+        required=True,
+        help="folder for graph.yaml, the graph and the watershed (path, s3:// or gs://)",
     )
     p.add_argument(
         "--created-at",
@@ -360,6 +369,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    for chatty in ("botocore", "boto3", "urllib3", "google"):  # storage clients' INFO lines
+        logging.getLogger(chatty).setLevel(max(logging.WARNING, logging.root.level))
     func: Callable[[argparse.Namespace], None] = args.func
     try:
         if getattr(args, "graph", None) is not None:

@@ -281,8 +281,8 @@ def _read_source(path: str | Path) -> tuple[Path | str, str, str]:
     if not location.endswith((".yaml", ".yml")):
         location = f"{location}/{CONFIG_NAME}"
     base, name = paths.split_name(location)
-    try:
-        data = files.read_file(base, name)
+    try:  # head first: quick on a missing bucket, where a get is retried for half a minute
+        data = files.read_file(base, name) if files.head(base, name) is not None else None
     except Exception as exc:  # the store's own errors: no bucket, no access, no endpoint
         raise ConfigError(f"graph config {location} cannot be read: {_one_line(exc)}") from None
     if data is None:
