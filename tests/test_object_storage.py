@@ -202,11 +202,36 @@ def gcs_endpoint() -> Iterator[str]:
         server.stop()
 
 
+# fake-gcs-server answers a batch (cloud-files' batch delete/exists) only when every part
+# carries a Content-ID header, which real GCS does not require and google-cloud-storage does not
+# send; the CLI subprocesses of the GCS test get it from this sitecustomize (tests only).
+_CONTENT_ID_SHIM = """
+import itertools
+from google.cloud.storage import batch
+
+_ids = itertools.count()
+_init = batch.MIMEApplicationHTTP.__init__
+
+def _with_content_id(self, *args, **kwargs):
+    _init(self, *args, **kwargs)
+    self["Content-ID"] = f"<part-{next(_ids)}>"
+
+batch.MIMEApplicationHTTP.__init__ = _with_content_id
+"""
+
+
 @pytest.fixture()
 def gcs(gcs_endpoint: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> str:
+    import os
+
     from google.auth.credentials import AnonymousCredentials
     from google.cloud import storage
 
+    shim = tmp_path / "shim"
+    shim.mkdir()
+    (shim / "sitecustomize.py").write_text(_CONTENT_ID_SHIM)
+    path = os.environ.get("PYTHONPATH")
+    monkeypatch.setenv("PYTHONPATH", f"{shim}{os.pathsep}{path}" if path else str(shim))
     monkeypatch.setenv("STORAGE_EMULATOR_HOST", gcs_endpoint)
     monkeypatch.setenv("MESHING_CACHE", str(tmp_path / "cache"))
     client = storage.Client(credentials=AnonymousCredentials(), project="test")
