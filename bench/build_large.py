@@ -41,8 +41,8 @@ def ensure_input() -> Path:
 
 
 def _generate(root: Path) -> None:
-    from meshing_core.config import to_cloudpath
     from meshing_core.datasets.synthetic import write_agglomeration_csv, write_neurite_segmentation
+    from meshing_core.store.paths import to_cloudpath
 
     agglomeration = write_neurite_segmentation(
         to_cloudpath(root / "segmentation"), SHAPE, seed=2, resolution=RESOLUTION
@@ -52,8 +52,8 @@ def _generate(root: Path) -> None:
 
 
 def _build(root: Path, out: Path) -> None:
-    from meshing_core.config import to_cloudpath
     from meshing_core.ingest.builder import build_graph
+    from meshing_core.store.paths import to_cloudpath
 
     started = time.perf_counter()
     build_graph(

@@ -111,7 +111,8 @@ def _run(argv: list[str], env: dict[str, str] | None, log_file: Path) -> tuple[f
 
 
 def _mesh_root(graph_yaml: Path) -> Path:
-    from meshing_core.config import load_config, local_path
+    from meshing_core.config import load_config
+    from meshing_core.store.paths import local_path
 
     config = load_config(graph_yaml)
     root = local_path(config.mesh_cloudpath)

@@ -35,13 +35,13 @@ class DatasetSpec:
 
 def build_dataset(spec: DatasetSpec, out: Path = OUT) -> tuple[Path, float]:
     """Return (graph.yaml, build seconds); reuses an earlier build of the same spec (0 s)."""
-    from meshing_core.config import to_cloudpath
     from meshing_core.datasets.synthetic import (
         neurite_volume,
         write_agglomeration_csv,
         write_precomputed_segmentation,
     )
     from meshing_core.ingest.builder import build_graph
+    from meshing_core.store.paths import to_cloudpath
 
     root = out / spec.name
     stamp = root / "spec.json"

@@ -34,57 +34,62 @@ def _triple(
 
 def _graph_arg(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--graph", required=True, type=Path, help="the dataset's graph.yaml (or its folder)"
+        "--graph",
+        required=True,
+        help="the dataset's graph.yaml or its folder: a path, file://, s3:// or gs://",
     )
 
 
 def _cmd_example(args: argparse.Namespace) -> None:
     from meshing_core.datasets.example import build_example
+    from meshing_core.ingest.publish import build_at
 
-    config = build_example(args.out, progress=not args.quiet)
+    config = build_at(args.out, lambda out: build_example(out, progress=not args.quiet))
     print(f"example dataset written: {config}")
     print(f"next: python -m meshing_core setup --graph {config}")
 
 
 def _cmd_build_graph(args: argparse.Namespace) -> None:
     from meshing_core.ingest.builder import build_graph
+    from meshing_core.ingest.publish import build_at
     from meshing_core.timestamps import parse_timestamp
 
     created_at = parse_timestamp(args.created_at) if args.created_at is not None else None
-    config = build_graph(
-        args.segmentation,
-        args.agglomeration,
+    config = build_at(
         args.out,
-        tuple(args.chunk_size),
-        edits=args.edits,
-        created_at=created_at,
-        mip=args.mip,
-        mesh_dir=args.mesh_dir,
-        name=args.name,
-        spatial_bits=args.spatial_bits,
-        max_error=args.max_error,
-        progress=not args.quiet,
+        lambda out: build_graph(
+            args.segmentation,
+            args.agglomeration,
+            out,
+            tuple(args.chunk_size),
+            edits=args.edits,
+            created_at=created_at,
+            mip=args.mip,
+            mesh_dir=args.mesh_dir,
+            name=args.name,
+            spatial_bits=args.spatial_bits,
+            max_error=args.max_error,
+            progress=not args.quiet,
+        ),
     )
     print(f"graph written: {config}")
 
 
 def _cmd_setup(args: argparse.Namespace) -> None:
-    from meshing_core.config import load_config
     from meshing_core.run.setup import setup_meshes
 
-    config = load_config(args.graph)
+    config = args.config
     changes = setup_meshes(config, reset=args.reset)
     for what, state in changes.items():
         print(f"{what}: {state}")
 
 
 def _cmd_mesh(args: argparse.Namespace) -> None:
-    from meshing_core.config import load_config
     from meshing_core.run.layer import mesh_layer, run_batch
     from meshing_core.run.plan import descriptor
     from meshing_core.timestamps import format_timestamp, parse_timestamp
 
-    config = load_config(args.graph)
+    config = args.config
     if args.mip is not None and args.mip != config.mip:
         raise MeshingError(
             f"--mip {args.mip} differs from mip {config.mip} in {config.source}: "
@@ -139,20 +144,18 @@ def _cmd_mesh(args: argparse.Namespace) -> None:
 
 
 def _cmd_info(args: argparse.Namespace) -> None:
-    from meshing_core.config import load_config
     from meshing_core.info import describe
     from meshing_core.timestamps import parse_timestamp
 
-    config = load_config(args.graph)
+    config = args.config
     print(describe(config, parse_timestamp(args.timestamp)))
 
 
 def _cmd_run(args: argparse.Namespace) -> None:
-    from meshing_core.config import load_config
     from meshing_core.run.lifecycle import run_graph
     from meshing_core.timestamps import parse_timestamp
 
-    config = load_config(args.graph)
+    config = args.config
     summary = run_graph(
         config,
         timestamp=parse_timestamp(args.timestamp) if args.timestamp is not None else None,
@@ -168,24 +171,22 @@ def _cmd_run(args: argparse.Namespace) -> None:
 def _cmd_status(args: argparse.Namespace) -> None:
     import json
 
-    from meshing_core.config import load_config
     from meshing_core.run.status import format_status, status
     from meshing_core.timestamps import parse_timestamp
 
-    config = load_config(args.graph)
+    config = args.config
     timestamp = parse_timestamp(args.timestamp) if args.timestamp is not None else None
     facts = status(config, timestamp)
     print(json.dumps(facts, indent=2, sort_keys=True) if args.json else format_status(facts))
 
 
 def _cmd_export_mesh(args: argparse.Namespace) -> None:
-    from meshing_core.config import load_config
     from meshing_core.mesh.export import export_mesh
     from meshing_core.timestamps import parse_timestamp
 
     if (args.point is None) == (args.node is None):
         raise MeshingError("give exactly one of --point X Y Z or --node ID")
-    config = load_config(args.graph)
+    config = args.config
     report = export_mesh(
         config,
         args.out,
@@ -230,7 +231,9 @@ def build_parser() -> argparse.ArgumentParser:
         parents=[common],
         help="build the example dataset (gala train crop) and its graph",
     )
-    p.add_argument("--out", required=True, type=Path, help="folder to write the dataset into")
+    p.add_argument(
+        "--out", required=True, help="folder to write the dataset into (path, s3:// or gs://)"
+    )
     p.set_defaults(func=_cmd_example)
 
     p = sub.add_parser(
@@ -247,7 +250,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _triple(p, "--chunk-size", "--chunk_size", help="layer-2 chunk size in voxels", required=True)
     p.add_argument(
-        "--out", required=True, type=Path, help="folder for graph.yaml, the graph and the watershed"
+        "--out",
+        required=True,
+        help="folder for graph.yaml, the graph and the watershed (path, s3:// or gs://)",
     )
     p.add_argument(
         "--created-at",
@@ -377,10 +382,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    for chatty in ("botocore", "boto3", "urllib3", "google"):  # storage clients' INFO lines
+        logging.getLogger(chatty).setLevel(max(logging.WARNING, logging.root.level))
     func: Callable[[argparse.Namespace], None] = args.func
     from meshing_core.run.layer import ChunkFailuresError
 
     try:
+        if getattr(args, "graph", None) is not None:
+            from meshing_core.config import load_config
+
+            args.config = load_config(args.graph)  # checked before any work or log line
         func(args)
     except (MeshingError, ChunkFailuresError) as exc:
         message = " ".join(str(exc).split())  # always one line

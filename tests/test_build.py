@@ -11,10 +11,11 @@ import pytest
 from cloudvolume import CloudVolume
 
 from meshing_core import ids
-from meshing_core.config import load_config, to_cloudpath
+from meshing_core.config import load_config
 from meshing_core.datasets.synthetic import write_precomputed_segmentation
 from meshing_core.graph.embedded import EmbeddedGraph
 from meshing_core.ingest.builder import BuildError, build_graph
+from meshing_core.store.paths import to_cloudpath
 
 CHUNK = (4, 4, 2)
 T0, T1, T2 = 1000.0, 2000.0, 3000.0

@@ -7,7 +7,6 @@ from pathlib import Path
 import numpy as np
 from cloudvolume import CloudVolume
 
-from meshing_core.config import to_cloudpath
 from meshing_core.datasets.synthetic import (
     neurite_scene,
     neurite_volume,
@@ -20,6 +19,7 @@ from meshing_core.graph.embedded import EmbeddedGraph
 from meshing_core.ingest.benchmark import measure_build
 from meshing_core.ingest.builder import build_graph
 from meshing_core.ingest.inputs import read_agglomeration
+from meshing_core.store.paths import to_cloudpath
 
 
 def test_neurite_volume_is_dense_deterministic_and_agglomerated():

@@ -180,6 +180,8 @@ def test_params_have_defaults_from_the_configs(parsed):
         ("mesh_missing_graph", "field 'graph'"),
         ("mesh_bad_graph_field", "n_layers"),
         ("mesh_same_graph_name", "graph name 'four_layers' gives the dag_id mesh_four_layers"),
+        ("mesh_unknown_key", "unknown key 'batches.chunk_per_batch'"),
+        ("mesh_bad_batch_type", "batches.chunks_per_batch is 'sixteen': give a whole number"),
     ],
 )
 def test_broken_config_becomes_a_placeholder_naming_file_and_field(parsed, dag_id, phrase):

@@ -11,10 +11,11 @@ import numpy as np
 from cloudvolume import CloudVolume
 
 from meshing_core import ids
-from meshing_core.config import load_config, to_cloudpath
+from meshing_core.config import load_config
 from meshing_core.datasets import example
 from meshing_core.graph import open_graph
 from meshing_core.graph.embedded import EmbeddedGraph
+from meshing_core.store.paths import to_cloudpath
 
 
 def _gala(gala_dir: Path, name: str) -> np.ndarray:

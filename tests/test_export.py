@@ -19,7 +19,7 @@ import zmesh
 from cloudvolume import CloudVolume
 
 from meshing_core import ids
-from meshing_core.config import load_config, local_path, to_cloudpath
+from meshing_core.config import load_config
 from meshing_core.datasets.example import CREATED_AT, SPLIT_AT
 from meshing_core.datasets.synthetic import (
     neurite_volume,
@@ -36,6 +36,7 @@ from meshing_core.mesh.watershed import mip_geometry
 from meshing_core.run.layer import mesh_layer
 from meshing_core.run.setup import setup_meshes
 from meshing_core.store import layout, verify
+from meshing_core.store.paths import local_path, to_cloudpath
 from meshing_core.store.sharding import ShardFormatError
 
 TS = SPLIT_AT + 1.0  # after both example edits

@@ -89,7 +89,7 @@ def test_ttl_comes_from_the_config(config):
     acquire_args = {"heartbeat": False}
     with pytest.raises(MeshingError, match="leased by"):
         acquire(config, T1, True, **acquire_args)  # default ttl 15 min: still fresh
-    short = replace(config, raw={**config.raw, "lease_ttl_s": 30})
+    short = replace(config, batches={**config.batches, "lease_ttl_s": 30})
     acquire(short, T1, True, **acquire_args).release()
 
 

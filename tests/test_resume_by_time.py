@@ -17,8 +17,9 @@ from pathlib import Path
 import pytest
 from cli_support import REPO, run_cli
 
-from meshing_core.config import load_config, to_cloudpath
+from meshing_core.config import load_config
 from meshing_core.run.records import RecordStore, RunJournal
+from meshing_core.store.paths import to_cloudpath
 
 KILL_AFTER_S = 10.0
 GRACE_S = 5.0

@@ -17,13 +17,13 @@ from pathlib import Path
 
 import numpy as np
 
-from meshing_core.config import to_cloudpath
 from meshing_core.datasets.synthetic import (
     neurite_volume,
     write_agglomeration_csv,
     write_precomputed_segmentation,
 )
 from meshing_core.ingest.builder import _check_out, build_graph
+from meshing_core.store.paths import to_cloudpath
 from meshing_core.timestamps import format_timestamp, parse_timestamp
 
 log = logging.getLogger(__name__)

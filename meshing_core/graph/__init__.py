@@ -3,8 +3,8 @@
 Everything outside this package opens a graph with ``open_graph(config)``, which dispatches on
 the config's ``graph.backend``, and closes it with ``close()`` (part of the protocol); nothing
 outside it imports a backend module. ``embedded`` is the SQLite file built by ``ingest``
-(``create_graph_file`` is the ingest-side writer); further backends (PyChunkedGraph) plug in
-here.
+(``create_graph_file`` is the ingest-side writer), local or on object storage (``cache``: a
+local copy keyed by content); further backends (PyChunkedGraph) plug in here.
 """
 
 from __future__ import annotations
@@ -32,6 +32,12 @@ def open_graph(config: Any) -> ChunkedGraphReader:
     """Open the graph ``config`` (a ``GraphConfig``) names, read-only for meshing."""
     backend = getattr(config, "backend", "embedded")
     if backend == "embedded":
+        from meshing_core.store.paths import is_object_url
+
+        if is_object_url(str(config.graph_path)):
+            from meshing_core.graph.cache import open_remote
+
+            return open_remote(config)
         from meshing_core.graph.embedded import open_embedded
 
         return open_embedded(config)

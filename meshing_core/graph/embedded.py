@@ -57,17 +57,29 @@ def _chunks(values: Sequence[int], size: int = _MAX_VARS) -> Iterable[Sequence[i
 class EmbeddedGraph:
     """Reader (``ChunkedGraphReader``) and writer of one embedded graph file."""
 
-    def __init__(self, path: str | Path, watershed: str | None = None, *, create: bool = False):
+    def __init__(
+        self,
+        path: str | Path,
+        watershed: str | None = None,
+        *,
+        create: bool = False,
+        read_only: bool = False,
+    ):
         self.path = Path(path)
         self.watershed = watershed
         if not create and not self.path.exists():
             raise GraphFileError(
                 f"graph file {self.path} not found: build it with `python -m meshing_core build-graph`"
             )
-        self.conn = sqlite3.connect(str(self.path), timeout=60)
+        if read_only:  # a cached copy of a remote graph: shared by processes, never changed
+            uri = f"{self.path.resolve().as_uri()}?mode=ro"
+            self.conn = sqlite3.connect(uri, uri=True, timeout=60)
+        else:
+            self.conn = sqlite3.connect(str(self.path), timeout=60)
         try:
-            self.conn.execute("PRAGMA journal_mode=WAL")
-            self.conn.execute("PRAGMA synchronous=NORMAL")
+            if not read_only:
+                self.conn.execute("PRAGMA journal_mode=WAL")
+                self.conn.execute("PRAGMA synchronous=NORMAL")
             if create:
                 self.conn.executescript(_SCHEMA)
                 self._set_meta("schema_version", SCHEMA_VERSION)
@@ -336,7 +348,7 @@ class EmbeddedGraph:
 
 def open_embedded(config: Any) -> EmbeddedGraph:
     """Open the embedded graph a ``GraphConfig`` names (use ``meshing_core.graph.open_graph``)."""
-    from meshing_core.config import local_path
+    from meshing_core.store.paths import local_path
 
     path = local_path(config.graph_path)
     if path is None:

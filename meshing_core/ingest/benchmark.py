@@ -15,8 +15,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from meshing_core.config import to_cloudpath
 from meshing_core.datasets.synthetic import write_agglomeration_csv, write_neurite_segmentation
+from meshing_core.store.paths import to_cloudpath
 
 
 def _build(args: tuple) -> float:

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from meshing_core import ids
-from meshing_core.config import CONFIG_NAME, to_cloudpath, write_config
+from meshing_core.config import CONFIG_NAME, write_config
 from meshing_core.graph import create_graph_file
 from meshing_core.graph.protocol import GraphMeta
 from meshing_core.ingest.editing import EditReplayer
@@ -36,6 +36,7 @@ from meshing_core.ingest.inputs import Agglomeration, read_agglomeration, read_e
 from meshing_core.ingest.pieces import EdgeList, Pieces, chain_edges
 from meshing_core.ingest.scan import ChunkScanner, chunk_order
 from meshing_core.ingest.volumes import SourceVolume, WatershedWriter, open_source
+from meshing_core.store.paths import to_cloudpath
 from meshing_core.timestamps import now
 
 __all__ = ["BuildError", "build_graph"]

@@ -30,15 +30,16 @@ import uuid
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
-from meshing_core.config import GraphConfig, local_path
+from meshing_core.config import DEFAULT_BATCHES, GraphConfig
 from meshing_core.errors import MeshingError
 from meshing_core.store import files
+from meshing_core.store.paths import local_path
 from meshing_core.timestamps import format_timestamp
 
 log = logging.getLogger(__name__)
 
 LEASE = "lease.json"
-DEFAULT_TTL_S = 900.0
+DEFAULT_TTL_S = float(DEFAULT_BATCHES["lease_ttl_s"])
 
 
 class LeaseError(MeshingError):
@@ -72,8 +73,8 @@ class LeaseHolder:
 
 
 def ttl_from_config(config: GraphConfig) -> float:
-    """``lease_ttl_s`` of graph.yaml (top level or under ``batches``), else 15 minutes."""
-    value = config.raw.get("lease_ttl_s", config.batches.get("lease_ttl_s", DEFAULT_TTL_S))
+    """``batches.lease_ttl_s`` of graph.yaml (load_config folds a top-level one in)."""
+    value = (config.batches or {}).get("lease_ttl_s", DEFAULT_TTL_S)
     return float(value)
 
 

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from meshing_core.config import GraphConfig, positive_int
+from meshing_core.config import DEFAULT_BATCHES, GraphConfig, positive_int
 from meshing_core.errors import MeshingError
 from meshing_core.graph.protocol import GraphMeta
 from meshing_core.run.records import (
@@ -36,8 +36,6 @@ from meshing_core.run.records import (
 )
 
 log = logging.getLogger(__name__)
-
-DEFAULT_MAX_MAP_LENGTH = 1024
 
 
 class PlanError(MeshingError):
@@ -131,7 +129,7 @@ def plan_layer(
     max_map = _positive(
         max_map_length
         if max_map_length is not None
-        else batches.get("max_map_length", DEFAULT_MAX_MAP_LENGTH),
+        else batches.get("max_map_length", DEFAULT_BATCHES["max_map_length"]),
         "batches.max_map_length",
         config,
     )

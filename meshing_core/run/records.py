@@ -40,7 +40,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
-from meshing_core.config import GraphConfig, positive_int
+from meshing_core.config import DEFAULT_BATCHES, GraphConfig, positive_int
 from meshing_core.errors import MeshingError
 from meshing_core.graph.protocol import GraphMeta
 from meshing_core.store import files
@@ -107,8 +107,9 @@ def chunk_order(
         yield chunk_at(meta, layer, index)
 
 
-def _setting(config: GraphConfig, key: str, default: int | None) -> int | None:
-    value = (config.batches or {}).get(key, default)
+def _setting(config: GraphConfig, key: str) -> int | None:
+    """A batch setting, re-checked (configs made in code bypass load_config's checks)."""
+    value = (config.batches or {}).get(key, DEFAULT_BATCHES.get(key))
     if value is None:
         return None
     return positive_int(value, f"batches.{key}", config.source, RecordError)
@@ -121,10 +122,10 @@ def chunks_per_batch(config: GraphConfig) -> int:
     is the same at every layer: a higher-layer chunk covers more volume, but stitching it is far
     cheaper per voxel than meshing.
     """
-    explicit = _setting(config, "chunks_per_batch", None)
+    explicit = _setting(config, "chunks_per_batch")
     if explicit is not None:
         return explicit
-    voxels = _setting(config, "voxels_per_batch", 2**27) or 2**27
+    voxels = _setting(config, "voxels_per_batch") or DEFAULT_BATCHES["voxels_per_batch"]
     chunk_voxels = math.prod(int(c) for c in config.chunk_size) / 4 ** int(config.mip)
     return max(1, math.ceil(voxels / max(chunk_voxels, 1.0)))
 
@@ -132,7 +133,7 @@ def chunks_per_batch(config: GraphConfig) -> int:
 def default_batch_size(config: GraphConfig, meta: GraphMeta, layer: int) -> int:
     """``chunks_per_batch(config)``, grown so a layer maps to at most ``max_map_length`` batches."""
     per_batch = chunks_per_batch(config)
-    max_map = _setting(config, "max_map_length", 1024) or 1024
+    max_map = _setting(config, "max_map_length") or DEFAULT_BATCHES["max_map_length"]
     return max(per_batch, math.ceil(chunk_total(meta, layer) / max_map))
 
 

@@ -20,7 +20,7 @@ from typing import Any, BinaryIO
 
 from cloudfiles import CloudFiles
 
-from meshing_core.config import local_path
+from meshing_core.store.paths import local_path
 from meshing_core.store.sharding import RangeSource
 
 log = logging.getLogger(__name__)
@@ -150,6 +150,61 @@ def exists(cloudpath: str, name: str) -> bool:
     if base is not None:
         return (base / name).is_file()
     return bool(_cloudfiles(cloudpath).exists(name))
+
+
+def head(cloudpath: str, name: str) -> dict[str, Any] | None:
+    """Metadata (``ETag``, ``Content-Length``) of an object, or None if it does not exist.
+
+    Cheap and quick even for a missing bucket (no retries), so it goes before any ``get``.
+    """
+    if _local_dir(cloudpath) is not None:
+        raise ValueError(f"head() is for object storage, not {cloudpath}")
+    return _cloudfiles(cloudpath).head(name)
+
+
+def bucket_exists(cloudpath: str) -> bool:
+    """Whether the bucket of an ``s3://`` or ``gs://`` location exists (and is ours to see).
+
+    Asked of the provider's own client: cloud-files retries a missing bucket for half a minute.
+    """
+    scheme, rest = cloudpath.split("://", 1)
+    bucket = rest.split("/", 1)[0]
+    if scheme == "s3":
+        import boto3
+        import botocore.exceptions
+
+        try:
+            boto3.client("s3").head_bucket(Bucket=bucket)
+        except botocore.exceptions.ClientError:
+            return False
+        return True
+    from google.auth.credentials import AnonymousCredentials
+    from google.cloud import storage
+
+    emulated = bool(os.environ.get("STORAGE_EMULATOR_HOST"))
+    client = (
+        storage.Client(credentials=AnonymousCredentials(), project="emulator")
+        if emulated
+        else storage.Client()
+    )
+    return bool(client.bucket(bucket).exists())
+
+
+def upload_folder(folder: Path, cloudpath: str, *, last: str) -> int:
+    """Copy the local dataset ``folder`` to ``cloudpath``, ``last`` (graph.yaml) at the end.
+
+    An old ``last`` is deleted first, so a reader never sees a config naming half-copied files.
+    cloud-files turns local ``.gz`` files into objects with ``Content-Encoding: gzip``, the way
+    cloud-volume lays them out in a bucket. SQLite side files (``-wal``, ``-shm``) are skipped.
+    """
+    source = CloudFiles("file://" + str(folder.resolve()), progress=False)
+    names = [n for n in source.list() if n != last and not n.endswith(("-wal", "-shm"))]
+    target = _cloudfiles(cloudpath)
+    target.delete(last)
+    source.transfer_to(target, paths=names)
+    target.put(last, (folder / last).read_bytes(), compress=None, cache_control="no-cache")
+    log.info("uploaded %d files to %s", len(names) + 1, cloudpath)
+    return len(names) + 1
 
 
 def delete_file(cloudpath: str, name: str) -> None:

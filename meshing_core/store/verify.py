@@ -19,8 +19,8 @@ from typing import Any
 
 import numpy as np
 
-from meshing_core.config import local_path
 from meshing_core.store.murmur import as_uint64
+from meshing_core.store.paths import local_path
 from meshing_core.store.sharding import ShardSpec
 
 GRAPHENE_URL = "graphene://https://localhost/segmentation/table/{graph_id}"

@@ -1,0 +1,409 @@
+"""The dataset config (`graph.yaml`): where the graph, watershed and meshes live, and how to mesh.
+
+Paths in the file are relative to the file itself or are URLs, so a dataset folder can be moved or
+uploaded. Loading resolves them; every problem is reported as one line naming the file and field.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from meshing_core.errors import MeshingError
+from meshing_core.store import paths
+from meshing_core.store.paths import to_cloudpath
+
+__all__ = [
+    "CONFIG_NAME",
+    "ConfigError",
+    "GraphConfig",
+    "load_config",
+    "positive_int",
+    "write_config",
+]
+
+log = logging.getLogger(__name__)
+
+CONFIG_NAME = "graph.yaml"
+DEFAULT_MESH_DIR = "graphene_meshes"
+BACKENDS = ("embedded",)
+_MESH_DIR = re.compile(r"^[A-Za-z0-9_.-]+$")
+_QUANTITY = re.compile(r"^[0-9]+(\.[0-9]+)?(m|k|Ki|M|Mi|G|Gi|T|Ti|P|Pi|E|Ei)?$")
+
+
+class ConfigError(MeshingError):
+    """A graph config that cannot be used; the message names the file and field."""
+
+
+# -- the settings: one home for each default and its check --------------------------------------
+# A check returns the value to use or raises ValueError with the fix ("give ...").
+Check = Callable[[Any], Any]
+
+
+def _whole(minimum: int, maximum: int | None = None) -> Check:
+    top = f" and <= {maximum}" if maximum is not None else ""
+
+    def check(value: Any) -> int:
+        ok = isinstance(value, int) and not isinstance(value, bool)
+        if not ok or value < minimum or (maximum is not None and value > maximum):
+            raise ValueError(f"give a whole number >= {minimum}{top}")
+        return int(value)
+
+    return check
+
+
+def _seconds(minimum_exclusive: bool) -> Check:
+    bound = "> 0" if minimum_exclusive else ">= 0"
+
+    def check(value: Any) -> float | int:
+        ok = isinstance(value, int | float) and not isinstance(value, bool) and value == value
+        if not ok or value < 0 or (minimum_exclusive and value == 0):
+            raise ValueError(f"give a number of seconds {bound}")
+        return value
+
+    return check
+
+
+def _name(value: Any) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError("give a non-empty name")
+    return value
+
+
+def _quantity(value: Any) -> str | int | float:
+    """A Kubernetes quantity: a number, or text like ``500m``, ``2Gi``."""
+    if isinstance(value, bool) or not (
+        (isinstance(value, int | float) and value > 0)
+        or (isinstance(value, str) and _QUANTITY.match(value) and float(_digits(value)) > 0)
+    ):
+        raise ValueError("give a positive Kubernetes quantity, e.g. 1, 500m or 2Gi")
+    return value
+
+
+def _digits(text: str) -> str:
+    return re.match(r"^[0-9.]+", text).group(0)  # type: ignore[union-attr]
+
+
+@dataclass(frozen=True)
+class Setting:
+    default: Any  # None: no default (the setting is derived when absent)
+    check: Check
+
+
+# A batch is sized by voxels (2^27 ~ tens of seconds of layer-2 meshing per core; a batch task
+# costs about a second however small it is); ``chunks_per_batch`` overrides it.
+BATCH_SETTINGS: dict[str, Setting] = {
+    "chunks_per_batch": Setting(None, _whole(1)),
+    "voxels_per_batch": Setting(2**27, _whole(1)),
+    "max_map_length": Setting(1024, _whole(1)),
+    "lease_ttl_s": Setting(900, _seconds(True)),  # mesh-dir lease without heartbeat: stale
+}
+# Per-layer resources of a batch task (Airflow retries/timeout/pool, pod memory/cpu, SQS).
+LAYER_SETTINGS: dict[str, Setting] = {
+    "retries": Setting(2, _whole(0)),
+    "retry_delay_s": Setting(60, _seconds(False)),
+    "timeout_s": Setting(3600, _seconds(True)),
+    "pool": Setting("default_pool", _name),
+    "memory": Setting("2Gi", _quantity),
+    "cpu": Setting(1, _quantity),
+    "visibility_timeout_s": Setting(600, _whole(1, 43200)),  # SQS allows at most 12 h
+}
+RENAMED_LAYER_SETTINGS = {"lease_s": "visibility_timeout_s"}
+DEFAULT_BATCHES: dict[str, Any] = {
+    k: s.default for k, s in BATCH_SETTINGS.items() if s.default is not None
+}
+DEFAULT_LAYER_RESOURCES: dict[str, Any] = {k: s.default for k, s in LAYER_SETTINGS.items()}
+
+_TOP_KEYS = (
+    "name",
+    "graph",
+    "watershed",
+    "mesh",
+    "chunk_size",
+    "n_layers",
+    "spatial_bits",
+    "batches",
+    "layers",
+    "lease_ttl_s",  # older place of batches.lease_ttl_s
+)
+_GRAPH_KEYS = ("backend", "path")
+_MESH_KEYS = ("dir", "mip", "max_error", "verify", "max_triangles")
+
+
+@dataclass
+class GraphConfig:
+    """A loaded ``graph.yaml`` with its paths resolved and its settings checked.
+
+    ``source`` is the file's path, or its URL when the dataset lives on object storage.
+    ``batches`` holds every batch setting (defaults filled in) and ``layers`` the checked
+    per-layer overrides, so readers never need a default of their own.
+    """
+
+    source: Path | str
+    name: str
+    backend: str
+    graph_path: str
+    watershed: str
+    mesh_dir: str
+    mip: int
+    max_error: float
+    verify: bool
+    chunk_size: tuple[int, int, int]
+    n_layers: int
+    spatial_bits: int
+    batches: dict[str, Any] = field(default_factory=dict)
+    layers: dict[str, Any] = field(default_factory=dict)
+    raw: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def mesh_cloudpath(self) -> str:
+        """Where the meshes live: ``<watershed>/<mesh dir>``."""
+        return self.watershed.rstrip("/") + "/" + self.mesh_dir
+
+    def layer_settings(self, layer: int) -> dict[str, Any]:
+        """Resources of one layer: defaults, then ``layers.default``, then ``layers.<n>``."""
+        merged = dict(DEFAULT_LAYER_RESOURCES)
+        merged.update(self.layers.get("default", {}) or {})
+        merged.update(self.layers.get(str(layer), self.layers.get(layer, {})) or {})
+        return merged
+
+
+def _require(data: dict[str, Any], key: str, source: Any) -> Any:
+    if key not in data or data[key] is None:
+        raise ConfigError(f"{source}: missing field '{key}'")
+    return data[key]
+
+
+def _triple(value: Any, key: str, source: Any) -> tuple[int, int, int]:
+    try:
+        triple = tuple(int(v) for v in value)
+    except (TypeError, ValueError):
+        triple = ()
+    if len(triple) != 3 or any(v <= 0 for v in triple):
+        raise ConfigError(f"{source}: field '{key}' must be three positive integers, got {value!r}")
+    return triple  # type: ignore[return-value]
+
+
+def _known(data: dict[str, Any], known: tuple[str, ...], where: str, source: Any) -> None:
+    """Refuse a key this code does not read: a typo would otherwise be ignored silently."""
+    for key in data:
+        if key not in known:
+            name = f"{where}.{key}" if where else str(key)
+            raise ConfigError(f"{source}: unknown key {name!r} (known: {', '.join(known)})")
+
+
+def _mapping(data: dict[str, Any], key: str, source: Any) -> dict[str, Any]:
+    value = data.get(key)
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ConfigError(f"{source}: field '{key}' must be a mapping")
+    return value
+
+
+def _checked(
+    values: dict[str, Any], settings: dict[str, Setting], where: str, source: Any
+) -> dict[str, Any]:
+    _known(values, tuple(settings), where, source)
+    out: dict[str, Any] = {}
+    for key, value in values.items():
+        try:
+            out[key] = settings[key].check(value)
+        except ValueError as exc:
+            raise ConfigError(f"{source}: {where}.{key} is {value!r}: {exc}") from None
+    return out
+
+
+def _batches(data: dict[str, Any], source: Any) -> dict[str, Any]:
+    given = dict(_mapping(data, "batches", source))
+    if "lease_ttl_s" in data:  # the older top-level place wins, as it always did
+        given["lease_ttl_s"] = data["lease_ttl_s"]
+    return {**DEFAULT_BATCHES, **_checked(given, BATCH_SETTINGS, "batches", source)}
+
+
+def _layers(data: dict[str, Any], source: Any, renamed: list[str]) -> dict[str, Any]:
+    """``layers.default`` and ``layers.<n>`` (n >= 2), checked; ``lease_s`` renamed.
+
+    Renames are collected in ``renamed`` and logged only once the whole file is valid, so a
+    refused file gives its one error line and nothing else.
+    """
+    layers = _mapping(data, "layers", source)
+    out: dict[str, Any] = {}
+    for key, values in layers.items():
+        # any layer >= 2 is accepted, so one layers block can serve graphs of several heights
+        if str(key) != "default" and not (str(key).isdigit() and int(str(key)) >= 2):
+            raise ConfigError(
+                f"{source}: unknown key 'layers.{key}' (known: default, or a layer number >= 2)"
+            )
+        where = f"layers.{key}"
+        if values is None:
+            values = {}
+        if not isinstance(values, dict):
+            raise ConfigError(f"{source}: field '{where}' must be a mapping of settings")
+        values = dict(values)
+        for old, new in RENAMED_LAYER_SETTINGS.items():
+            if old in values:
+                renamed.append(f"{where}.{old} is now {new}: rename it in {CONFIG_NAME}")
+                if new in values:
+                    raise ConfigError(f"{source}: {where} has both {old} and {new}: keep {new}")
+                values[new] = values.pop(old)
+        out[str(key)] = _checked(values, LAYER_SETTINGS, where, source)
+    return out
+
+
+def _read_source(path: str | Path) -> tuple[Path | str, str, str]:
+    """``(source, folder, text)`` of a graph.yaml given as a path, a folder or a URL."""
+    location = paths.dataset_location(path, "graph config")
+    folder = paths.local_path(location)
+    if folder is not None:
+        source = Path(folder)
+        if source.is_dir():
+            source = source / CONFIG_NAME
+        if not source.exists():
+            raise ConfigError(
+                f"graph config {source} not found: pass the graph.yaml written by build-graph "
+                "or example"
+            )
+        source = source.resolve()
+        return source, to_cloudpath(source.parent), source.read_text()
+    from meshing_core.store import files
+
+    if not location.endswith((".yaml", ".yml")):
+        location = f"{location}/{CONFIG_NAME}"
+    base, name = paths.split_name(location)
+    try:  # head first: quick on a missing bucket, where a get is retried for half a minute
+        data = files.read_file(base, name) if files.head(base, name) is not None else None
+    except Exception as exc:  # the store's own errors: no bucket, no access, no endpoint
+        raise ConfigError(f"graph config {location} cannot be read: {_one_line(exc)}") from None
+    if data is None:
+        raise ConfigError(
+            f"graph config {location} not found: pass the graph.yaml written by build-graph "
+            "or example"
+        )
+    return location, base, data.decode("utf-8")
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text[:300]
+
+
+def load_config(path: str | Path) -> GraphConfig:
+    """Load and check a graph config; relative paths resolve against its folder.
+
+    ``path`` is a graph.yaml or its folder: local, ``file://``, ``s3://`` or ``gs://``. Every
+    key is known and every setting checked here, before any work starts.
+    """
+    source, base, text = _read_source(path)
+    try:
+        data = yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{source}: not valid YAML ({str(exc).splitlines()[0]})") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: expected a mapping at the top level")
+    _known(data, _TOP_KEYS, "", source)
+    graph = _require(data, "graph", source)
+    if not isinstance(graph, dict):
+        raise ConfigError(f"{source}: field 'graph' must be a mapping with 'backend' and 'path'")
+    _known(graph, _GRAPH_KEYS, "graph", source)
+    backend = str(graph.get("backend", "embedded"))
+    if backend not in BACKENDS:
+        raise ConfigError(
+            f"{source}: field 'graph.backend' is {backend!r}; known: {', '.join(BACKENDS)}"
+        )
+    mesh = _mapping(data, "mesh", source)
+    _known(mesh, _MESH_KEYS, "mesh", source)
+    try:
+        mip = int(mesh.get("mip", 0))
+        max_error = float(_require(mesh, "max_error", source))
+        n_layers = int(_require(data, "n_layers", source))
+        spatial_bits = int(data.get("spatial_bits", 10))
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{source}: {exc}") from exc
+    if mip < 0:
+        raise ConfigError(f"{source}: field 'mesh.mip' must be >= 0, got {mip}")
+    if max_error <= 0:
+        raise ConfigError(f"{source}: field 'mesh.max_error' must be > 0 nm, got {max_error}")
+    if n_layers < 2:
+        raise ConfigError(f"{source}: field 'n_layers' must be >= 2, got {n_layers}")
+    mesh_dir = str(mesh.get("dir", DEFAULT_MESH_DIR))
+    if not _MESH_DIR.match(mesh_dir) or mesh_dir in (".", ".."):
+        raise ConfigError(
+            f"{source}: field 'mesh.dir' is {mesh_dir!r}; it must be one folder name inside the "
+            f"watershed layer (letters, digits, '_', '-', '.'), e.g. {DEFAULT_MESH_DIR}"
+        )
+    batches = _batches(data, source)
+    renamed: list[str] = []
+    layers = _layers(data, source, renamed)
+    config = GraphConfig(
+        source=source,
+        name=str(data.get("name") or paths.split_name(base)[1]),
+        backend=backend,
+        graph_path=paths.resolve(str(_require(graph, "path", source)), base),
+        watershed=paths.resolve(str(_require(data, "watershed", source)), base),
+        mesh_dir=mesh_dir,
+        mip=mip,
+        max_error=max_error,
+        verify=bool(mesh.get("verify", False)),
+        chunk_size=_triple(_require(data, "chunk_size", source), "chunk_size", source),
+        n_layers=n_layers,
+        spatial_bits=spatial_bits,
+        batches=batches,
+        layers=layers,
+        raw=data,
+    )
+    for message in renamed:
+        log.warning("%s", message)
+    return config
+
+
+def write_config(
+    out_dir: Path,
+    *,
+    name: str,
+    graph_file: str,
+    watershed: str,
+    mesh_dir: str,
+    mip: int,
+    max_error: float,
+    chunk_size: tuple[int, int, int],
+    n_layers: int,
+    spatial_bits: int,
+) -> Path:
+    """Write ``graph.yaml`` into ``out_dir`` with paths relative to it."""
+    data = {
+        "name": name,
+        "graph": {"backend": "embedded", "path": graph_file},
+        "watershed": watershed,
+        "mesh": {"dir": mesh_dir, "mip": int(mip), "max_error": float(max_error), "verify": False},
+        "chunk_size": [int(c) for c in chunk_size],
+        "n_layers": int(n_layers),
+        "spatial_bits": int(spatial_bits),
+        "batches": dict(DEFAULT_BATCHES),
+        "layers": {"default": dict(DEFAULT_LAYER_RESOURCES)},
+    }
+    target = out_dir / CONFIG_NAME
+    tmp = target.with_suffix(".yaml.tmp")
+    tmp.write_text(yaml.safe_dump(data, sort_keys=False))
+    os.replace(tmp, target)
+    return target
+
+
+def positive_int(
+    value: Any, name: str, source: Any, error: type[MeshingError] = ConfigError
+) -> int:
+    """``value`` as a whole number >= 1, else ``error`` naming the setting and where to fix it."""
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        number = 0
+    if isinstance(value, bool) or number < 1 or str(number) != str(value).strip():
+        raise error(f"{source}: {name} is {value!r}: give a whole number >= 1 (or remove it)")
+    return number

@@ -1,0 +1,53 @@
+"""The ChunkedGraph a mesher reads: the protocol (``protocol``) and its backends.
+
+Everything outside this package opens a graph with ``open_graph(config)``, which dispatches on
+the config's ``graph.backend``, and closes it with ``close()`` (part of the protocol); nothing
+outside it imports a backend module. ``embedded`` is the SQLite file built by ``ingest``
+(``create_graph_file`` is the ingest-side writer), local or on object storage (``cache``: a
+local copy keyed by content); further backends (PyChunkedGraph) plug in here.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from meshing_core.errors import MeshingError
+from meshing_core.graph.protocol import ChunkedGraphReader, GraphMeta
+
+__all__ = [
+    "ChunkedGraphReader",
+    "GraphMeta",
+    "UnknownBackendError",
+    "open_graph",
+    "create_graph_file",
+]
+
+
+class UnknownBackendError(MeshingError):
+    """A config names a graph backend this code does not have."""
+
+
+def open_graph(config: Any) -> ChunkedGraphReader:
+    """Open the graph ``config`` (a ``GraphConfig``) names, read-only for meshing."""
+    backend = getattr(config, "backend", "embedded")
+    if backend == "embedded":
+        from meshing_core.store.paths import is_object_url
+
+        if is_object_url(str(config.graph_path)):
+            from meshing_core.graph.cache import open_remote
+
+            return open_remote(config)
+        from meshing_core.graph.embedded import open_embedded
+
+        return open_embedded(config)
+    raise UnknownBackendError(
+        f"{config.source}: graph.backend {backend!r} is not available: use 'embedded'"
+    )
+
+
+def create_graph_file(path: str | Path, watershed: str | None = None) -> Any:
+    """A new, writable embedded graph file (ingest writes the hierarchy into it)."""
+    from meshing_core.graph.embedded import EmbeddedGraph
+
+    return EmbeddedGraph(path, watershed=watershed, create=True)

@@ -1,0 +1,92 @@
+"""Meshing one layer-2 chunk: watershed -> layer-2 labels -> bounded meshes -> draco fragments.
+
+The chunk is read with a +1 voxel overlap whose voxels are relabelled to the in-chunk nodes they
+connect to (see ``overlap``), so each node's mesh reaches the plane it shares with the next chunk
+and the two sides meet there. Vertices are in nm at the chunk's world offset and are quantised on
+the chunk's draco grid, aligned to the global grid all chunks share.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+import fastremap
+import numpy as np
+
+from meshing_core.graph.protocol import ChunkedGraphReader
+from meshing_core.mesh.draco_grid import DracoGrid, encode_draco, layer2_grid
+from meshing_core.mesh.overlap import resolve_overlap
+from meshing_core.mesh.watershed import MipGeometry, mip_geometry, read_chunk
+
+log = logging.getLogger(__name__)
+
+
+def chunk_grid(geometry: MipGeometry, coords: Sequence[int]) -> DracoGrid:
+    """The draco grid of a layer-2 chunk (full block shape, also for clipped edge chunks)."""
+    return layer2_grid(geometry.block_shape, geometry.resolution, geometry.chunk_offset_nm(coords))
+
+
+def chunk_labels(
+    graph: ChunkedGraphReader,
+    supervoxels: np.ndarray,
+    inner: tuple[int, int, int],
+    coords: Sequence[int],
+    timestamp: float,
+) -> np.ndarray:
+    """Layer-2 labels of a chunk read with its overlap: in-chunk nodes, overlap resolved, else 0."""
+    svs = np.asarray(supervoxels, dtype=np.uint64)
+    unique = fastremap.unique(svs)
+    unique = unique[unique != 0]
+    if unique.size == 0:
+        return np.zeros(svs.shape, dtype=np.uint64)
+    parents = np.asarray(graph.l2_ids(unique, timestamp), dtype=np.uint64)
+    l2 = fastremap.remap(
+        svs, {0: 0, **dict(zip(unique.tolist(), parents.tolist(), strict=True))}
+    ).astype(np.uint64)
+    if l2.shape == inner:
+        return l2
+    present = fastremap.unique(l2)
+    present = present[present != 0]
+    stop_layer = graph.meta.overlap_layer(coords)
+    ancestors = np.asarray(graph.ancestors(present, stop_layer, timestamp), dtype=np.uint64)
+    ancestor_of = dict(zip(present.tolist(), ancestors.tolist(), strict=True))
+    return resolve_overlap(l2, inner, ancestor_of)
+
+
+def mesh_chunk(
+    graph: ChunkedGraphReader, config: Any, coords: tuple[int, int, int], timestamp: float
+) -> dict[int, bytes]:
+    """Draco mesh of every layer-2 node of a chunk at ``timestamp``, keyed by node id (sorted).
+
+    ``config`` is a ``GraphConfig`` (watershed path, mesh mip, max_error). Nodes whose surface is
+    empty at the mesh mip get no fragment.
+    """
+    from meshing_core.mesh import simplify  # written alongside; imported late on purpose
+
+    coords = tuple(int(c) for c in coords)  # type: ignore[assignment]
+    geometry = mip_geometry(graph.meta, config.watershed, int(config.mip))
+    svs, inner = read_chunk(config.watershed, geometry, coords)
+    labels = chunk_labels(graph, svs, inner, coords, timestamp)
+    del svs
+    nodes = fastremap.unique(labels)
+    nodes = nodes[nodes != 0]
+    if nodes.size == 0:
+        return {}
+    # Small consecutive labels in node-id order: cheaper for marching cubes, same for any rerun.
+    compact = fastremap.remap(
+        labels, {0: 0, **{int(n): i + 1 for i, n in enumerate(nodes.tolist())}}
+    ).astype(np.uint32)
+    del labels
+    offset_nm = geometry.chunk_offset_nm(coords)
+    meshes = simplify.mesh_labels(compact, geometry.resolution, offset_nm, float(config.max_error))
+    grid = chunk_grid(geometry, coords)
+    fragments: dict[int, bytes] = {}
+    for label in sorted(meshes):
+        vertices, faces = meshes[label]
+        if len(faces) == 0:
+            continue
+        fragments[int(nodes[int(label) - 1])] = encode_draco(vertices, faces, grid)
+    log.debug("chunk %s: %d nodes, %d fragments", coords, nodes.size, len(fragments))
+    return fragments
