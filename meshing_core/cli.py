@@ -76,16 +76,20 @@ def _cmd_build_graph(args: argparse.Namespace) -> None:
 
 
 def _cmd_setup(args: argparse.Namespace) -> None:
+    from meshing_core.run.lease import leased
     from meshing_core.run.setup import setup_meshes
+    from meshing_core.timestamps import now
 
     config = args.config
-    changes = setup_meshes(config, reset=args.reset)
+    with leased(config, now()):  # refused while a run holds the mesh dir: it writes there too
+        changes = setup_meshes(config, reset=args.reset)
     for what, state in changes.items():
         print(f"{what}: {state}")
 
 
 def _cmd_mesh(args: argparse.Namespace) -> None:
     from meshing_core.run.layer import mesh_layer, run_batch
+    from meshing_core.run.lifecycle import attached_to_run
     from meshing_core.run.plan import descriptor
     from meshing_core.timestamps import format_timestamp, parse_timestamp
 
@@ -112,13 +116,14 @@ def _cmd_mesh(args: argparse.Namespace) -> None:
             )
         if args.chunk_start is not None:
             box = {"box": [*args.chunk_start, *args.chunk_end]}
-        batch = run_batch(
-            config,
-            descriptor(args.layer, 0, start, stop, box),
-            timestamp=timestamp,
-            workers=args.workers,
-            progress=not args.quiet,
-        )
+        with attached_to_run(config, timestamp):  # renews the lease of the run at T, if any
+            batch = run_batch(
+                config,
+                descriptor(args.layer, 0, start, stop, box),
+                timestamp=timestamp,
+                workers=args.workers,
+                progress=not args.quiet,
+            )
         chunks, empty, skipped = batch["chunks"], batch["empty"], batch["skipped"]
         fragments, size, seconds = batch["fragments"], batch["bytes"], batch["seconds"]
     else:
@@ -294,7 +299,8 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         metavar=("A", "B"),
         help="one planned batch: chunk indices [A, B) in the layer's fixed order (x outermost, "
-        "z fastest); recorded at --timestamp, finished chunks skipped unless --force",
+        "z fastest); recorded at --timestamp, finished chunks skipped; renews the lease of the "
+        "run at that timestamp if one holds the mesh dir, refused if another run does",
     )
     p.add_argument("--timestamp", help="graph time: RFC 3339 or Unix seconds (default: now)")
     p.add_argument(
@@ -397,6 +403,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         message = " ".join(str(exc).split())  # always one line
         print(f"error: {message}", file=sys.stderr)
         return 2
+    except Exception as exc:  # storage, OS, a bug: still one line; -v shows the traceback
+        if args.verbose:
+            raise
+        message = " ".join(str(exc).split()) or "no message"
+        print(
+            f"error: unexpected {type(exc).__name__}: {message} (rerun with -v for the traceback)",
+            file=sys.stderr,
+        )
+        return 1
     return 0
 
 

@@ -116,6 +116,8 @@ def test_dagbag_has_no_import_errors(parsed):
     assert set(parsed["dags"]) == {
         "mesh_four_layers",
         "mesh_scheduled",
+        "mesh_unknown_key",
+        "mesh_bad_batch_type",
         "mesh_bad_mode",
         "mesh_missing_graph",
         "mesh_bad_graph_field",

@@ -188,3 +188,42 @@ def test_every_step_writes_only_under_the_runs_lease(config):
             assert RunJournal(config).get(T) == before
     finally:
         taken.release()
+
+
+def test_a_run_taken_over_by_another_owner_is_never_forced_twice(config):
+    forced = begin_run(config, T, 5, owner=OWNER, force=True)
+    _record_layer_done(config, 2, T)
+    end_run(config, forced, why="stopped")
+    # `run --timestamp T` on the command line resumes it, and stops again
+    cli = lifecycle.begin_run(config, owner="run host pid 1", timestamp=T, max_layer=5)
+    assert cli["action"] == "resume"
+    end_run(config, cli, why="stopped again")
+    # a step of the first DAG run, retried now, is refused: the run is someone else's
+    taken = pytest.raises(SupersededRunError, match="taken over by run host pid 1")
+    with taken, holding_lease(config, forced):
+        pytest.fail("the old step must not write")
+    assert read_lease(config) is None
+    # clearing its start task (force still in its form) resumes the run without clearing records
+    again = begin_run(config, T, 5, owner=OWNER, force=True)
+    assert again["action"] == "resume"
+    assert RecordStore(config, T).layer_summary(2)["chunks_done"] == 112
+
+
+def test_a_trigger_without_timestamp_resumes_the_unfinished_run_else_starts_anew(config):
+    first = lifecycle.begin_run(config, owner=OWNER, timestamp=None, default_timestamp=T)
+    assert (first["action"], first["timestamp"]) == ("new", T)
+    end_run(config, first, why="stopped")
+    later = T + 3600
+    resumed = lifecycle.begin_run(
+        config, owner="airflow mesh_example/manual__2", timestamp=None, default_timestamp=later,
+        max_layer=2,
+    )  # fmt: skip
+    assert (resumed["action"], resumed["timestamp"]) == ("resume", T)  # as `run` would
+    _record_layer_done(config, 2, T)
+    assert finish_run(config, resumed)["complete"] is True
+    # the last run finished: `run` without a timestamp does nothing, a trigger starts anew
+    assert lifecycle.begin_run(config, owner="run h pid 2", timestamp=None)["action"] == "nothing"
+    fresh = lifecycle.begin_run(
+        config, owner="airflow mesh_example/manual__3", timestamp=None, default_timestamp=later
+    )
+    assert (fresh["action"], fresh["timestamp"]) == ("new", later)

@@ -19,7 +19,13 @@ from meshing_core.graph.protocol import GraphMeta
 from meshing_core.run import records
 from meshing_core.run.checks import LayerRunError, select_chunks
 from meshing_core.run.layer import run_batch
-from meshing_core.run.plan import PlanError, batch_command, layer_summary, plan_layer
+from meshing_core.run.plan import (
+    PlanError,
+    batch_command,
+    batch_label,
+    layer_summary,
+    plan_layer,
+)
 from meshing_core.run.setup import setup_meshes
 from meshing_core.store import layout
 from meshing_core.store.sharding import ShardReader, bytes_source
@@ -83,8 +89,8 @@ def test_ten_million_chunk_layer_plans_compactly_within_the_map_limit():
     assert [d["batch"] for d in plan] == list(range(len(plan)))
     size = plan[0]["stop"] - plan[0]["start"]
     assert size % records.default_batch_size(config, meta, 2) == 0  # one writer per record
-    assert all(set(d) == {"layer", "batch", "start", "stop", "label"} for d in plan)
-    assert plan[1]["label"] == f"L2 b1 chunks {size}-{2 * size - 1}"
+    assert all(set(d) == {"layer", "batch", "start", "stop"} for d in plan)
+    assert batch_label(plan[1]) == f"L2 b1 chunks {size}-{2 * size - 1}"
     assert len(json.dumps(plan)) < 100_000
 
     smaller = plan_layer(config, 2, meta=meta, max_map_length=100, batch_size=5)
@@ -258,3 +264,28 @@ def test_cli_chunk_index_range_runs_one_recorded_batch(example_copy: Path):
                   "--chunk-index-range", "100", "200", check=False)  # fmt: skip
     assert outside.returncode == 2 and "chunk index range 100..200" in outside.stderr
     assert "Traceback" not in outside.stderr
+
+
+def test_a_batch_from_the_shell_renews_its_runs_lease_and_refuses_another_run(
+    example_copy: Path,
+):
+    """A pod's batch (`mesh --chunk-index-range`) attaches to the run at its timestamp."""
+    from meshing_core.run.lease import read_lease
+    from meshing_core.run.lifecycle import begin_run
+
+    graph = str(example_copy / "graph.yaml")
+    config = load_config(graph)
+    setup_meshes(config)
+    ticket = begin_run(config, owner="airflow mesh_example/manual__1", timestamp=SPLIT_STATE)
+    before = read_lease(config)
+    ts = "2021-03-03T01:00:00Z"
+    ok = cli("mesh", "--graph", graph, "--layer", "2", "--timestamp", ts,
+             "--chunk-index-range", "0", "112", "--workers", "1")  # fmt: skip
+    assert "112 chunks" in ok.stdout
+    after = read_lease(config)
+    assert after.token == ticket["token"] == before.token  # the run's lease, renewed, kept
+    assert after.heartbeat > before.heartbeat
+    other = cli("mesh", "--graph", graph, "--layer", "2", "--timestamp", "2021-03-04T00:00:00Z",
+                "--chunk-index-range", "0", "16", check=False)  # fmt: skip
+    assert other.returncode == 2 and len(other.stderr.strip().splitlines()) == 1
+    assert "not by the run at 2021-03-04T00:00:00Z" in other.stderr

@@ -402,3 +402,42 @@ def test_a_reader_merges_chunk_records_not_yet_rolled_up(config, meta):
     rolled = RecordStore(config, T0, meta=meta)
     assert rolled.done_chunks(2) == reader.done_chunks(2)
     assert rolled.failures(2)[(0, 1, 0)]["error"] == "oom again"
+
+
+def test_a_reader_sees_every_record_when_a_roll_up_runs_between_its_reads(
+    base, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """The worst moment: a roll-up lands right after the reader listed the chunk records."""
+    config, meta = base
+    config = replace(
+        config, watershed="file://" + str(tmp_path / "ws"), batches={"chunks_per_batch": 32}
+    )
+    everything = set(records.chunk_order(meta, 2))
+    RecordStore(config, T1, meta=meta).record_chunks(2, {c: 1 for c in everything})
+    listed, walked = files.list_files, files.iter_files
+    rolling = []
+
+    def roll_up_once() -> None:
+        if not rolling:
+            rolling.append(1)
+            try:
+                RecordStore(config, T1, meta=meta).roll_up(2, [0])  # the batch's owner, meanwhile
+            finally:
+                rolling.clear()
+
+    def list_then_roll_up(cloudpath: str, prefix: str = "") -> list[str]:
+        names = listed(cloudpath, prefix)
+        roll_up_once()
+        return names
+
+    def walk_then_roll_up(cloudpath: str, prefix: str = ""):
+        names = list(walked(cloudpath, prefix))
+        roll_up_once()
+        return iter(names)
+
+    monkeypatch.setattr(files, "list_files", list_then_roll_up)
+    found = RecordStore(config, T1, meta=meta).chunk_records(2, everything)
+    assert all(v == 1 for v in found.values())
+    RecordStore(config, T1, meta=meta).record_chunks(2, {c: 2 for c in everything})
+    monkeypatch.setattr(files, "iter_files", walk_then_roll_up)
+    assert set(RecordStore(config, T1, meta=meta).done_chunks(2).values()) == {2}

@@ -54,12 +54,17 @@ other = plan_layer(config, 2)[2]
 rest = list(chunk_order(RecordStore(config, ts).meta, 2, other["start"], other["stop"]))
 record_later(rest[2:], rest[:2])
 out["failed"] = asyncio.run(fire(BatchRecordsTrigger(graph_yaml, other, ts, poll_s=0.1)))
-op = MeshBatchOperator(task_id="b", graph_yaml=graph_yaml, descriptor=other, ticket={})
+from meshing_core.run.lifecycle import begin_run
+ticket = begin_run(config, owner="airflow t/1", timestamp=ts)
+op = MeshBatchOperator(task_id="b", graph_yaml=graph_yaml, descriptor=other, ticket=ticket)
 try:
     op.execute_complete({}, out["failed"])
 except Exception as exc:
     out["error"] = [type(exc).__name__, str(exc)]
+op.descriptor = batch
 out["complete"] = op.execute_complete({}, out["done"])
+root = __import__("pathlib").Path(config.mesh_cloudpath[len("file://"):]) / "records"
+out["rolled"] = sorted(str(p.relative_to(root)) for p in root.rglob("*.json"))
 print("JSON" + json.dumps(out))
 """
 
@@ -85,4 +90,10 @@ def test_batch_records_trigger_fires_when_every_chunk_is_done_or_failed(example_
     kind, message = out["error"]
     assert kind == "AirflowException" and "L2 b2 chunks 32-47: 2 chunk(s) failed" in message
     assert str(out["failed"]["failed"][0]) in message
-    assert out["complete"] == {"total": 16, "done": 16}
+    assert out["complete"]["chunks"] == out["complete"]["done"] == 16
+    assert out["complete"]["failed"] == 0
+    # the batch's chunk records were rolled up into its record batch object
+    assert "1614816000.0/2/batch-00000001.json" in out["rolled"]
+    assert not [name for name in out["rolled"] if "/chunks/00000001/" in name]
+    assert "1614816000.0/2/batch-00000002.json" in out["rolled"]  # a failed batch is collected too
+    assert not [name for name in out["rolled"] if "/chunks/" in name]

@@ -11,12 +11,12 @@ processes (``spawn_pool``), at most ``4 * workers`` chunks in flight.
 
 from __future__ import annotations
 
-import itertools
+import contextlib
 import logging
 import sys
 import time
-from collections.abc import Iterator, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, wait
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import FIRST_COMPLETED, Executor, Future, wait
 from dataclasses import dataclass
 from dataclasses import field as dataclass_field
 from typing import Any
@@ -73,12 +73,21 @@ def _run_serial(context: ChunkContext, tasks: list[Coords]) -> Iterator[ChunkRes
         yield run_chunk(context, coords)
 
 
+@contextlib.contextmanager
+def _pool_for(workers: int, pool: Executor | None) -> Iterator[Executor]:
+    if pool is not None:
+        yield pool  # the caller's pool, kept for its next batch
+    else:
+        with spawn_pool(workers) as own:
+            yield own
+
+
 def _run_pool(
-    context: ChunkContext, tasks: list[Coords], workers: int
+    context: ChunkContext, tasks: list[Coords], workers: int, pool: Executor | None = None
 ) -> Iterator[ChunkResult | ChunkFailure]:
     """At most ``4 * workers`` chunks in flight, so huge ranges do not pile up futures."""
     args = (context.config, context.layer, context.timestamp, context.records is not None)
-    with spawn_pool(workers) as pool:
+    with _pool_for(workers, pool) as pool:
         pending: set[Future] = set()
         queue = iter(tasks)
         try:
@@ -140,6 +149,8 @@ def mesh_layer(
     record: bool = False,
     chunk_indices: tuple[int, int] | None = None,
     raise_failures: bool = True,
+    pool: Executor | None = None,
+    check: Callable[[], None] | None = None,
 ) -> LayerReport:
     """Mesh every chunk of ``layer`` in [chunk_start, chunk_end) at ``timestamp``.
 
@@ -150,7 +161,9 @@ def mesh_layer(
     outcome is recorded (a forced run clears its records once, at its start, never here).
     A failing chunk does not stop the others; the first failure is raised once all are done
     (or, without ``raise_failures``, returned in the report). ``progress`` is a flag or a
-    tqdm bar to advance (a run's bar spanning the layer's batches).
+    tqdm bar to advance (a run's bar spanning the layer's batches). ``pool`` is a process pool
+    to reuse (``run`` keeps one for all its batches; its size is ``workers``). ``check`` is
+    called after every chunk and may raise to stop the batch (a lost lease).
     """
     started = time.monotonic()
     check_workers(workers)
@@ -161,6 +174,7 @@ def mesh_layer(
         start, end = chunk_range(meta, layer, chunk_start, chunk_end)
         context = prepare_context(config, layer, timestamp, graph=graph, record=record)
         tasks = select_chunks(meta, int(layer), start, end, chunk_indices)
+        selected = tasks
         count = len(tasks)
         records = context.records
         already: set[Coords] = set()
@@ -176,7 +190,9 @@ def mesh_layer(
                 if blocked:
                     records.record_chunks(layer, failed={f.coords: f.error for f in blocked})
                 tasks = [c for c in tasks if c not in missing]
-        n_workers = max(1, min(available_cpus() if workers is None else int(workers), len(tasks)))
+        n_workers = available_cpus() if workers is None else int(workers)
+        if pool is None:
+            n_workers = max(1, min(n_workers, len(tasks)))
         log.info(
             "layer %d: meshing %d chunks %s..%s%s at t=%s with %d worker(s) into %s",
             layer, count, list(start), list(end),
@@ -199,21 +215,22 @@ def mesh_layer(
         )
         try:
             bar.update(len(already) + len(blocked))
-            if n_workers == 1:
+            if n_workers == 1 and pool is None:
                 results = _run_serial(context, tasks)
             else:
-                results = _run_pool(context, tasks, n_workers)
+                results = _run_pool(context, tasks, n_workers, pool)
             for failure in blocked:
                 _tally(report, failure, timestamp)
             for result in results:
                 bar.update(1)
                 _tally(report, result, timestamp)
+                if check is not None:
+                    check()
         finally:
             if own_bar:
                 bar.close()
-            if records is not None:
-                chunks = itertools.chain(tasks, (f.coords for f in blocked))
-                records.roll_up(layer, {records.batch_of(layer, c) for c in chunks})
+            if records is not None:  # every record batch of the range: also ones a kill left
+                records.roll_up(layer, {records.batch_of(layer, c) for c in selected})
     finally:
         graph.close()
     report.seconds = round(time.monotonic() - started, 3)
@@ -277,6 +294,8 @@ def run_batch(
     timestamp: float,
     workers: int | None = None,
     progress: bool | tqdm = False,
+    pool: Executor | None = None,
+    check: Callable[[], None] | None = None,
 ) -> dict[str, Any]:
     """Mesh one planned batch at ``timestamp`` with its records; returns its summary.
 
@@ -306,6 +325,8 @@ def run_batch(
         workers=workers,
         progress=progress,
         record=True,
+        pool=pool,
+        check=check,
     )
     summary = batch_summary(report, batch, time.monotonic() - started)
     log.info("layer %d batch %d: %s", layer, batch, summary)

@@ -32,6 +32,7 @@ import socket
 import time
 import uuid
 from collections.abc import Iterator, Sequence
+from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -112,18 +113,25 @@ def begin_run(
     batch_size: int | None = None,
     process: bool = False,
     break_hint: str = CLI_BREAK_HINT,
+    default_timestamp: float | None = None,
 ) -> Ticket:
     """Resolve the run, take the lease for ``owner`` and record the run; return its ticket.
 
     ``process``: the lease holder is this process (``run``: a dead pid on this host frees it),
     else a holder spanning processes (a DAG run). The ticket's ``action`` is new | resume |
     rerun | nothing; with nothing (the last run finished and no timestamp or force was given)
-    no lease is taken and nothing is written.
+    no lease is taken and nothing is written. ``default_timestamp`` (a DAG run's trigger time)
+    is the new run's timestamp when none is given and nothing is unfinished: then a finished
+    last run means a new run at that time, not nothing.
     """
     top = check_max_layer(config, max_layer)
     box = _check_box(chunk_start, chunk_end)
     journal = RunJournal(config)
-    plan = plan_run(journal, timestamp, force, now())
+    plan = plan_run(
+        journal, timestamp, force, now() if default_timestamp is None else default_timestamp
+    )
+    if plan.action == "nothing" and default_timestamp is not None:
+        plan = plan_run(journal, float(default_timestamp), force, float(default_timestamp))
     ticket: Ticket = {
         "action": plan.action,
         "message": plan.message,
@@ -140,7 +148,7 @@ def begin_run(
         return ticket
     ts = float(plan.timestamp)
     entry = journal.get(ts)
-    reentry = entry is not None and entry.owner == owner
+    reentry = entry is not None and owner in (entry.owners or [entry.owner])
     if reentry:
         _refuse_if_superseded(journal, ticket)  # this run started before: still current?
         ticket["action"] = "resume"
@@ -159,7 +167,7 @@ def begin_run(
             if ticket["action"] == "rerun":
                 removed = RecordStore(config, ts).clear()
                 log.info("forced run: %d record object(s) of %s cleared", removed, plan.message)
-        journal.start(ts, top, owner=owner)
+        journal.start(ts, top, owner=owner, fresh=not reentry and ticket["action"] != "resume")
     except BaseException:
         lease.release()
         raise
@@ -167,19 +175,69 @@ def begin_run(
     return ticket
 
 
+def _refuse_if_taken_over(journal: RunJournal, ticket: Ticket) -> None:
+    """Stop a step of a run that someone else (``run``, another DAG run) has since taken over."""
+    _refuse_if_superseded(journal, ticket)
+    entry = journal.get(float(ticket["timestamp"]))
+    if entry is not None and entry.owner and entry.owner != ticket["owner"]:
+        raise SupersededRunError(
+            f"the run at {format_timestamp(ticket['timestamp'])} was taken over by "
+            f"{entry.owner} ({entry.state}) after {ticket['owner']} began it: start it again "
+            "(or a new run) instead of retrying steps of the old one"
+        )
+
+
 @contextlib.contextmanager
 def holding_lease(config: GraphConfig, ticket: Ticket) -> Iterator[Lease]:
     """Renew the run's lease while a step works; take it back if a teardown released it.
 
     Raises ``LeaseError`` before anything is written when another run holds the mesh dir or
-    a later run superseded this one, and after the block when the lease was taken over.
+    a later run (or another owner of this one) took over, and after the block when the lease
+    was taken over meanwhile. A lease taken back here is released again if the step fails, so
+    a retried step of a stopped run never leaves the mesh dir locked.
     """
+    retaken = False
     try:
         lease = Lease.attach(config, str(ticket["token"]))
     except LeaseError:
-        _refuse_if_superseded(RunJournal(config), ticket)
+        _refuse_if_taken_over(RunJournal(config), ticket)
         hint = CLI_BREAK_HINT if int(ticket.get("pid", 0)) else "break_lease in a new run"
         lease = acquire(config, _holder(ticket), heartbeat=False, break_hint=hint)
+        retaken = True
+    lease.heartbeat()  # at once: the run is alive as soon as a step starts
+    lease.start_heartbeat()
+    try:
+        yield lease
+    except BaseException:
+        if retaken:
+            lease.release()
+        raise
+    finally:
+        lease.stop_heartbeat()
+    lease.check()
+
+
+@contextlib.contextmanager
+def attached_to_run(config: GraphConfig, timestamp: float) -> Iterator[Lease | None]:
+    """For an executor handed one batch of the run at ``timestamp`` (a pod, ``mesh
+    --chunk-index-range``): renew that run's lease while working, never take one of its own.
+
+    Refused in one line when another run (another timestamp) holds the mesh dir. With no lease
+    at all the batch is meshed and recorded under its timestamp outside any run, as a plain
+    ``mesh`` is (yields None).
+    """
+    holder = read_lease(config)
+    if holder is None:
+        yield None
+        return
+    if float(holder.run) != float(timestamp):
+        raise LeaseError(
+            f"mesh dir {config.mesh_cloudpath} is leased by {holder.describe()}, not by the run "
+            f"at {format_timestamp(timestamp)}: this batch would write over that run's shards; "
+            "wait for it to finish or give its timestamp"
+        )
+    lease = Lease.attach(config, holder.token)
+    lease.heartbeat()  # at once: the run is alive as soon as an executor picks up its batch
     lease.start_heartbeat()
     try:
         yield lease
@@ -230,18 +288,53 @@ def run_batch(
     *,
     workers: int | None = None,
     progress: bool | tqdm = False,
+    pool: Executor | None = None,
 ) -> dict[str, Any]:
-    """One planned batch on the local process pool, under the run's lease (``layer.run_batch``)."""
+    """One planned batch on the local process pool, under the run's lease (``layer.run_batch``).
+
+    The lease is checked after every chunk: a batch whose lease was taken over stops at once.
+    """
     from meshing_core.run import layer as layer_run
 
-    with holding_lease(config, ticket):
+    with holding_lease(config, ticket) as lease:
         return layer_run.run_batch(
             config,
             descriptor,
             timestamp=float(ticket["timestamp"]),
             workers=workers,
             progress=progress,
+            pool=pool,
+            check=lease.check,
         )
+
+
+def collect_batch(
+    config: GraphConfig, ticket: Ticket, descriptor: dict[str, Any]
+) -> dict[str, Any]:
+    """A batch whose chunks ran elsewhere (a deferred batch): roll its records up, summarise.
+
+    The deferred task owns the batch, so it is the one roller of its record batches.
+    """
+    from meshing_core.run.plan import batch_progress, parse_descriptor
+    from meshing_core.run.records import RecordStore
+
+    layer, batch, (start, stop), _ = parse_descriptor(descriptor)
+    timestamp = float(ticket["timestamp"])
+    with holding_lease(config, ticket):
+        store = RecordStore(config, timestamp)
+        size = store.batch_size(layer)
+        store.roll_up(layer, range(start // size, -(-stop // size)))
+        progress = batch_progress(config, descriptor, timestamp)
+    return {
+        "layer": layer,
+        "batch": batch,
+        "chunks": progress["total"],
+        "skipped": 0,
+        "done": progress["done"],
+        "failed": len(progress["failed"]),
+        "failed_chunks": progress["failed"],
+        "seconds": 0.0,
+    }
 
 
 def finish_layer(
@@ -402,6 +495,40 @@ def _one_line(exc: BaseException) -> str:
     return " ".join(str(exc).split()) or type(exc).__name__
 
 
+def _run_layer(
+    config: GraphConfig,
+    ticket: Ticket,
+    layer: int,
+    total: int,
+    pool: Executor | None,
+    workers: int,
+    progress: bool,
+) -> LayerTotals:
+    """Every batch of one layer in turn; chunk failures are raised together at the layer's end.
+
+    A failed chunk does not stop the layer's other batches (as in the DAG, where batches are
+    independent tasks); a ``MeshingError`` (bad input) or a lost lease stops the run at once.
+    """
+    from meshing_core.run.layer import ChunkFailuresError
+
+    totals = LayerTotals(layer)
+    failures = []
+    with tqdm(total=total, desc=f"layer {layer}", unit="chunk", disable=not progress) as bar:
+        for descriptor in plan_batches(config, ticket, layer):
+            try:
+                batch = run_batch(
+                    config, ticket, descriptor, workers=workers, progress=bar, pool=pool
+                )
+            except ChunkFailuresError as exc:
+                failures.extend(exc.failures)
+                continue
+            totals.add(batch)
+    finish_layer(config, ticket, layer)
+    if failures:
+        raise ChunkFailuresError(layer, failures) from failures[0].error
+    return totals
+
+
 def run_graph(
     config: GraphConfig,
     *,
@@ -416,9 +543,12 @@ def run_graph(
 
     Walks the lifecycle in this process: every batch of a layer on the local pool, one after
     another (a failed batch does not stop the layer's others; the first failure is raised at
-    the layer's end, and the run is marked failed, resumable).
+    the layer's end, and the run is marked failed, resumable). One process pool serves every
+    batch of the run.
     """
+    from meshing_core.run.cpus import available_cpus
     from meshing_core.run.records import chunk_total
+    from meshing_core.run.spawn import spawn_pool
 
     owner = f"run {socket.gethostname()} pid {os.getpid()}"
     ticket = begin_run(
@@ -441,28 +571,15 @@ def run_graph(
             meta = graph.meta
         finally:
             graph.close()
-        for layer in range(2, summary.max_layer + 1):
-            totals = LayerTotals(layer)
-            first_failure: Exception | None = None
-            with tqdm(
-                total=chunk_total(meta, layer),
-                desc=f"layer {layer}",
-                unit="chunk",
-                disable=not progress,
-            ) as bar:
-                for descriptor in plan_batches(config, ticket, layer):
-                    try:
-                        batch = run_batch(config, ticket, descriptor, workers=workers, progress=bar)
-                    except LeaseError:
-                        raise
-                    except Exception as exc:  # the layer's other batches go on
-                        first_failure = first_failure or exc
-                        continue
-                    totals.add(batch)
-            finish_layer(config, ticket, layer)
-            if first_failure is not None:
-                raise first_failure
-            summary.layers.append(totals)
+        with contextlib.ExitStack() as stack:
+            n_workers = available_cpus() if workers is None else int(workers)
+            pool = stack.enter_context(spawn_pool(n_workers)) if n_workers > 1 else None
+            for layer in range(2, summary.max_layer + 1):
+                summary.layers.append(
+                    _run_layer(
+                        config, ticket, layer, chunk_total(meta, layer), pool, n_workers, progress
+                    )
+                )
         finish_run(config, ticket)
     except BaseException as exc:
         end_run(config, ticket, why=_one_line(exc))

@@ -2,7 +2,7 @@
 
 A layer's chunks have one fixed order (``meshing_core.run.records.chunk_order``: x outermost, z
 fastest). A batch is a half-open range of indices in it, so a plan is a short list of small
-descriptors ``{"layer", "batch", "start", "stop", "label"}`` whatever the layer's size: planning never
+descriptors ``{"layer", "batch", "start", "stop"}`` whatever the layer's size: planning never
 opens chunk lists. Batch ``b`` of size ``n`` always covers ``[b * n, (b + 1) * n)``.
 
 The batch size is a multiple of the completion records' batch size, so every record object
@@ -161,21 +161,25 @@ def plan_layer(
     return plan
 
 
-def batch_label(layer: int, batch: int, start: int, stop: int) -> str:
-    """How a batch is named in the grid view and logs: ``L3 b12 chunks 1200-1299``."""
-    return f"L{int(layer)} b{int(batch)} chunks {int(start)}-{int(stop) - 1}"
+def batch_label(descriptor: dict[str, Any]) -> str:
+    """How a batch is named in logs and errors: ``L3 b12 chunks 1200-1299``.
+
+    The grid view renders the same text from the descriptor's fields (the batch operator's
+    ``map_index_template``); the descriptor does not carry it, to keep 1024 of them small.
+    """
+    d = descriptor
+    return f"L{int(d['layer'])} b{int(d['batch'])} chunks {int(d['start'])}-{int(d['stop']) - 1}"
 
 
 def descriptor(
     layer: int, batch: int, start: int, stop: int, extra: dict[str, Any] | None = None
 ) -> dict[str, Any]:
-    """A batch descriptor: layer, batch number, index range [start, stop), label (+ box)."""
+    """A batch descriptor: layer, batch number, index range [start, stop) (+ box)."""
     return {
         "layer": int(layer),
         "batch": int(batch),
         "start": int(start),
         "stop": int(stop),
-        "label": batch_label(layer, batch, start, stop),
         **(extra or {}),
     }
 

@@ -16,7 +16,8 @@ time per batch: Airflow runs one try of a task instance at a time) rolls its chu
 into the batch object when the batch ends (``roll_up``): it merges them into the batch object,
 writes that atomically, and only then deletes the chunk objects it merged. A reader merges a
 batch object with any chunk objects not yet rolled up (a chunk object is newer than the batch
-entry it overrides), so a reader never misses a record, whether or not the roll-up ran.
+entry it overrides). It lists the chunk objects before it reads the batch object, so a roll-up
+in between is harmless: a reader never misses a record, whether or not a roll-up runs meanwhile.
 
 Each record holds either a completion (fragment count, 0 for an empty chunk, and shard bytes)
 or a failure (error, try, time). ``status`` and resume read O(batches) objects plus the chunk
@@ -278,8 +279,16 @@ class RecordStore:
             "done": dict((stored or {}).get("done", {})),
             "failed": dict((stored or {}).get("failed", {})),
         }
-        for name in chunk_names:
-            record = self._read(name)
+        names = list(chunk_names)
+        try:
+            contents = files.read_json_many(self.root, names)
+        except ValueError as exc:
+            raise RecordError(
+                f"a chunk record under {self.root}/{self.prefix} is not valid JSON ({exc}): "
+                "delete it and re-run its batch (that chunk will be meshed again)"
+            ) from exc
+        for name in names:
+            record = contents.get(name)
             if record is None:  # rolled up and deleted since the listing: in ``stored`` now
                 continue
             key = str(record["chunk"])
@@ -295,31 +304,34 @@ class RecordStore:
         key = (int(layer), int(batch))
         if key in self._cache:
             return self._cache[key]
-        stored = self._read(self.batch_name(layer, batch))
+        # list first, then read the batch object: a roll-up between the two has written the
+        # batch object before deleting the chunk objects, so each record is seen in one place
         pending = files.list_files(self.root, self.chunk_dir(layer, batch) + "/")
+        stored = self._read(self.batch_name(layer, batch))
         merged = self._merge(stored, pending)
         if cache:
             self._cache[key] = merged
         return merged
 
     def _batch_objects(self, layer: int) -> Iterator[dict[str, Any]]:
-        """Every batch of a layer with records (one listing; one read per batch and chunk object)."""
+        """Every batch of a layer with records (one listing; one read per batch and chunk object).
+
+        The batch object of a batch that had chunk objects is read even when the listing did
+        not show it: a roll-up may have written it (and deleted them) since.
+        """
         layer_prefix = self.layer_prefix(layer) + "/"
-        batches: dict[int, tuple[str | None, list[str]]] = {}
+        pending: dict[int, list[str]] = {}
         for name in files.iter_files(self.root, layer_prefix):
             rest = name[len(layer_prefix) :]
             if rest.startswith(_BATCH_PREFIX):
-                number = int(rest[len(_BATCH_PREFIX) :].split(".")[0])
-                batches[number] = (name, batches.get(number, (None, []))[1])
+                pending.setdefault(int(rest[len(_BATCH_PREFIX) :].split(".")[0]), [])
             elif rest.startswith(_CHUNKS + "/"):
-                number = int(rest.split("/")[1])
-                entry = batches.get(number, (None, []))
-                batches[number] = (entry[0], [*entry[1], name])
-        for number, (batch_name, pending) in sorted(batches.items()):
-            stored = self._read(batch_name) if batch_name is not None else None
-            merged = self._merge(stored, pending)
-            self._cache[(int(layer), number)] = merged
-            yield merged
+                pending.setdefault(int(rest.split("/")[1]), []).append(name)
+        for number, chunk_names in sorted(pending.items()):
+            merged = self._merge(self._read(self.batch_name(layer, number)), chunk_names)
+            if merged["done"] or merged["failed"]:
+                self._cache[(int(layer), number)] = merged
+                yield merged
 
     def done_chunks(self, layer: int) -> dict[Coords, int]:
         """Chunks with a completion record -> their fragment count (0: empty chunk)."""
@@ -533,8 +545,7 @@ class RecordStore:
             if not names:
                 continue
             self.record_batch(layer, batch, merged_chunk_objects=names)
-            for name in names:
-                files.delete_file(self.root, name)
+            files.delete_files(self.root, names)
             folded += len(names)
         return folded
 
@@ -569,7 +580,8 @@ class RunEntry:
     state: str = RUNNING
     finished: float | None = None
     host: str = ""
-    owner: str = ""  # a DAG run's id when an orchestrator runs it; empty for `run`
+    owner: str = ""  # who drives the run now: "airflow <dag>/<run id>" or "run <host> pid <n>"
+    owners: list[str] = field(default_factory=list)  # everyone who began it since it was fresh
     layers_done: list[int] = field(default_factory=list)
     error: str | None = None
 
@@ -627,7 +639,9 @@ class RunJournal:
         runs = self.runs()
         return max(runs, key=lambda r: r.started) if runs else None
 
-    def start(self, timestamp: float, max_layer: int, owner: str = "") -> RunEntry:
+    def start(
+        self, timestamp: float, max_layer: int, owner: str = "", *, fresh: bool = True
+    ) -> RunEntry:
         """Record a run as running (resuming its entry if it exists); supersede every other.
 
         Other timestamps' records are deleted: this run overwrites the mesh dir's shards, so
@@ -643,6 +657,7 @@ class RunJournal:
         entry.state, entry.finished, entry.error = RUNNING, None, None
         entry.max_layer, entry.started, entry.host = int(max_layer), now, socket.gethostname()
         entry.owner = owner
+        entry.owners = [owner] if fresh else [*(o for o in entry.owners if o != owner), owner]
         for other in runs:
             if other is not entry and other.state != SUPERSEDED:
                 other.state = SUPERSEDED

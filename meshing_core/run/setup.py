@@ -17,6 +17,7 @@ from meshing_core.config import GraphConfig
 from meshing_core.errors import MeshingError
 from meshing_core.graph import open_graph
 from meshing_core.mesh.watershed import block_shape_at_mip
+from meshing_core.run.lease import LEASE
 from meshing_core.store import files, layout
 from meshing_core.store.sharding import mesh_shard_spec, minishard_bits_for
 
@@ -25,7 +26,8 @@ log = logging.getLogger(__name__)
 WATERSHED_INFO = "info"
 MESH_INFO_TYPE = "neuroglancer_legacy_mesh"
 # Post-edit meshes belong to the ChunkedGraph server, not to initial meshing: a reset keeps them.
-_RESET_KEEPS = (layout.DYNAMIC + "/",)
+# ... and the lease of the run (or `setup`) doing the reset
+_RESET_KEEPS = (layout.DYNAMIC + "/", LEASE)
 _RUN_FIELDS = ("max_layer", "initial_ts")  # written by a finished run, not by setup
 
 

@@ -111,6 +111,33 @@ def read_json(cloudpath: str, name: str) -> Any:
     return json.loads(data.decode("utf-8"))
 
 
+def read_json_many(cloudpath: str, names: list[str]) -> dict[str, Any]:
+    """``read_json`` of many small files: in parallel on object storage (one round trip each
+    would dominate a roll-up of thousands of chunk records). Missing files map to None."""
+    if not names:
+        return {}
+    if _local_dir(cloudpath) is not None:
+        return {name: read_json(cloudpath, name) for name in names}
+    out: dict[str, Any] = {}
+    for item in _cloudfiles(cloudpath).get(list(names)):
+        data = item.get("content")
+        if item.get("error") is not None and data is None:
+            raise OSError(f"cannot read {cloudpath}/{item['path']}: {item['error']}")
+        out[item["path"]] = None if data is None else json.loads(data.decode("utf-8"))
+    return out
+
+
+def delete_files(cloudpath: str, names: list[str]) -> None:
+    """Delete many files (cloud-files' bulk deletes on object storage); missing: no error."""
+    base = _local_dir(cloudpath)
+    if base is not None:
+        for name in names:
+            with contextlib.suppress(FileNotFoundError):
+                (base / name).unlink()
+    elif names:
+        _cloudfiles(cloudpath).delete(list(names))
+
+
 def write_json(cloudpath: str, name: str, value: Any) -> None:
     """Atomically write ``value`` as JSON, formatted the way cloud-volume writes info files."""
     text = json.dumps(value, indent=2, sort_keys=True)
@@ -214,7 +241,7 @@ def delete_file(cloudpath: str, name: str) -> None:
         with contextlib.suppress(FileNotFoundError):
             (base / name).unlink()
         return
-    _cloudfiles(cloudpath).delete(name)
+    delete_files(cloudpath, [name])
 
 
 def _walk_local(base: Path, prefix: str) -> Iterator[str]:
@@ -255,12 +282,6 @@ def delete_prefix(cloudpath: str, prefix: str, keep: tuple[str, ...] = ()) -> in
     Leftover temporary files of interrupted writes go too. Returns how many were deleted.
     """
     doomed = sorted(n for n in _walk(cloudpath, prefix) if not n.startswith(keep))
-    base = _local_dir(cloudpath)
-    if base is not None:
-        for name in doomed:
-            with contextlib.suppress(FileNotFoundError):
-                (base / name).unlink()
-    elif doomed:
-        _cloudfiles(cloudpath).delete(doomed)
+    delete_files(cloudpath, doomed)
     log.info("deleted %d files under %s/%s", len(doomed), cloudpath.rstrip("/"), prefix)
     return len(doomed)

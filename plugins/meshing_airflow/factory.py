@@ -55,12 +55,10 @@ def _begin(graph_yaml: str, n_layers: int, default_mode: str) -> dict[str, Any]:
     context = get_current_context()
     params = context["params"]
     raw = params.get("timestamp")
+    run_after = getattr(context["dag_run"], "run_after", None)
+    trigger_time = round(run_after.timestamp(), 3) if run_after is not None else now()
     try:
-        if raw in (None, ""):
-            run_after = getattr(context["dag_run"], "run_after", None)
-            ts = round(run_after.timestamp(), 3) if run_after is not None else now()
-        else:
-            ts = parse_timestamp(raw)
+        ts = None if raw in (None, "") else parse_timestamp(raw)
     except MeshingError as exc:
         raise AirflowFailException(f"param 'timestamp': {exc}") from exc
     max_layer = int(params.get("max_layer") or n_layers)
@@ -76,7 +74,8 @@ def _begin(graph_yaml: str, n_layers: int, default_mode: str) -> dict[str, Any]:
         ticket = begin_run(
             _load(graph_yaml),
             owner=f"airflow {dag_run.dag_id}/{dag_run.run_id}",
-            timestamp=ts,
+            timestamp=ts,  # None: resume the last unfinished run, else a new one at trigger_time
+            default_timestamp=trigger_time,
             max_layer=max_layer,
             force=bool(params.get("force")),
             break_lease=bool(params.get("break_lease")),
@@ -85,18 +84,22 @@ def _begin(graph_yaml: str, n_layers: int, default_mode: str) -> dict[str, Any]:
             batch_size=params.get("batch_size"),
             break_hint=BREAK_HINT,
         )
-    ticket.update(mode=mode, timestamp_rfc3339=format_timestamp(ts))
+    ticket.update(mode=mode, timestamp_rfc3339=format_timestamp(ticket["timestamp"]))
     log.info("run of %s: %s", graph_yaml, ticket)
     return ticket
 
 
-def _setup_part(graph_yaml: str, ticket: dict[str, Any], part: str) -> dict[str, Any]:
-    # setup is one idempotent step: the first task does the writing, the others confirm
-    # 'unchanged'; each reports its own part, all under the run's lease
+def _setup(graph_yaml: str, ticket: dict[str, Any]) -> dict[str, Any]:
+    """The one setup step (under the run's lease); its three edits are shown as three tasks."""
     from meshing_core.run.lifecycle import setup_run
 
     with airflow_outcomes():
         result = setup_run(_load(graph_yaml), ticket)
+    log.info("setup: %s", result)
+    return {"part": "watershed_info", **_part(result, "watershed_info"), "setup": result}
+
+
+def _part(result: dict[str, Any], part: str) -> dict[str, Any]:
     log.info("%s: %s", part, result.get(part))
     return {"part": part, "result": result.get(part), "mesh_dir": result["mesh_dir"]}
 
@@ -130,20 +133,21 @@ def build_dag(entry: Entry) -> DAG:
 
             @task(task_id="mesh_info")
             def mesh_info(ticket: dict[str, Any]) -> dict[str, Any]:
-                """The watershed info's ``mesh`` key (and the mesh dir's info)."""
-                return _setup_part(graph_yaml, ticket, "watershed_info")
+                """Runs the setup step; reports the watershed info's ``mesh`` key."""
+                return _setup(graph_yaml, ticket)
 
             @task(task_id="sharding")
-            def sharding(ticket: dict[str, Any]) -> dict[str, Any]:
+            def sharding(done: dict[str, Any]) -> dict[str, Any]:
                 """Per-layer shard specs in the mesh dir's info, from node counts."""
-                return _setup_part(graph_yaml, ticket, "mesh_info")
+                return _part(done["setup"], "mesh_info")
 
             @task(task_id="custom_data")
-            def custom_data(ticket: dict[str, Any]) -> dict[str, Any]:
+            def custom_data(done: dict[str, Any]) -> dict[str, Any]:
                 """Static custom data (dir, mip, max_error, verify); run fields come at the end."""
-                return _setup_part(graph_yaml, ticket, "custom_data")
+                return _part(done["setup"], "custom_data")
 
-            mesh_info(ticket) >> sharding(ticket) >> custom_data(ticket)
+            done = mesh_info(ticket)
+            sharding(done) >> custom_data(done)
 
         previous: Any = setup_group
         summaries = []

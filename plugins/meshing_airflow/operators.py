@@ -17,8 +17,12 @@ from airflow.sdk.exceptions import AirflowException, AirflowFailException
 from meshing_airflow.entries import IMPLEMENTED_MODES
 from meshing_airflow.outcomes import airflow_outcomes
 
-# pass as ``map_index_template`` to ``partial()``: a mapped operator takes it from there
-LABEL_TEMPLATE = "{{ task.descriptor['label'] }}"
+# ``meshing_core.run.plan.batch_label`` as a template (tests check they agree); pass it as
+# ``map_index_template`` to ``partial()``: a mapped operator takes it from there
+LABEL_TEMPLATE = (
+    "L{{ task.descriptor['layer'] }} b{{ task.descriptor['batch'] }} chunks "
+    "{{ task.descriptor['start'] }}-{{ task.descriptor['stop'] - 1 }}"
+)
 MAX_NAMED_CHUNKS = 20
 
 
@@ -51,17 +55,24 @@ class MeshBatchOperator(BaseOperator):
             )
         from meshing_core.config import load_config
         from meshing_core.run.lifecycle import run_batch
+        from meshing_core.run.plan import batch_label
 
-        with airflow_outcomes(f"{self.descriptor.get('label', 'batch')}: "):
+        with airflow_outcomes(f"{batch_label(self.descriptor)}: "):
             return run_batch(
                 load_config(self.graph_yaml), self.ticket, self.descriptor, workers=self.workers
             )
 
     def execute_complete(self, context: Any, event: dict[str, Any]) -> dict[str, Any]:
-        """Resume after ``BatchRecordsTrigger`` fired: succeed, or fail naming the chunks."""
+        """Resume after ``BatchRecordsTrigger`` fired: roll the batch's records up, then
+        succeed, or fail naming the chunks."""
+        from meshing_core.config import load_config
+        from meshing_core.run.lifecycle import collect_batch
+
         label = event.get("label", "batch")
-        if event.get("status") == "done":
-            return {k: event[k] for k in ("total", "done") if k in event}
+        with airflow_outcomes(f"{label}: "):
+            summary = collect_batch(load_config(self.graph_yaml), self.ticket, self.descriptor)
+        if event.get("status") == "done" and not summary["failed"]:
+            return summary
         failed = event.get("failed", [])
         named = ", ".join(str(c) for c in failed[:MAX_NAMED_CHUNKS])
         more = (

@@ -57,8 +57,10 @@ class BatchRecordsTrigger(BaseTrigger):
         )
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
+        from meshing_core.run.plan import batch_label
+
         deadline = None if self.timeout_s is None else time.monotonic() + self.timeout_s
-        label = self.descriptor.get("label", "batch")
+        label = batch_label(self.descriptor)
         while True:
             progress = await asyncio.to_thread(
                 _progress, self.graph_yaml, self.descriptor, self.timestamp
