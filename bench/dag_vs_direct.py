@@ -44,7 +44,16 @@ ROOT = OUT / "dag_vs_direct"
 SPEC = DatasetSpec(shape=(1024, 1024, 192), chunk_size=(64, 64, 32))
 TIMEOUT_S = 1800
 _LAYER_LINE = re.compile(r"^layer (\d+): (\d+) chunks .* ([0-9.]+) s$")
-_BAD_ID_CHARS = re.compile(r"[^A-Za-z0-9_.-]")  # as dags/mesh_graphs.dag_id_for
+
+
+def _dag_id_for(name: str) -> str:
+    """The DAG factory's id for a graph (the plugins folder is on every Airflow path, not ours)."""
+    plugins = str(REPO / "plugins")
+    if plugins not in sys.path:
+        sys.path.append(plugins)
+    from meshing_airflow.entries import dag_id_for  # no Airflow import in this module
+
+    return dag_id_for(name)
 
 
 @dataclass
@@ -188,7 +197,7 @@ def run(spec: DatasetSpec = SPEC, root: Path = ROOT, *, airflow_module: bool = F
         spec=spec,
         build_seconds=build_seconds,
         timestamp=format_timestamp(float(int(time.time()))),  # after the graph's creation
-        dag_id="mesh_" + _BAD_ID_CHARS.sub("_", config.name),
+        dag_id=_dag_id_for(config.name),
         logs=root / "logs",
         workers=available_cpus(),
         launcher="python -m airflow" if airflow_module else "airflow",

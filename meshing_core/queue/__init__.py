@@ -1,0 +1,1 @@
+"""SQS producer and worker loop (the distributed modes; empty until they land)."""

@@ -1,2 +1,3 @@
-"""Mesh storage: sharded shards (``sharding``), cloud-path files (``files``), names under the
-mesh dir (``layout``), one-time mesh setup (``setup``) and read-back checks (``verify``)."""
+"""Mesh storage, a leaf (it imports nothing of ours but ``ids`` and ``errors``): sharded shards
+(``sharding``), files on any cloud path (``files``), path checks (``paths``), names under the
+mesh dir (``layout``) and read-back checks by independent readers (``verify``)."""
