@@ -3,8 +3,9 @@
 Every executor runs chunks through ``run_chunk`` only: the local process pool, the DAG's batch
 task, ``mesh --chunk-index-range`` and (next) SQS workers and pods. What a chunk needs besides
 its coordinates (the checked settings, the open graph, the sharding specs of the layers below)
-is a ``ChunkContext``, prepared once per process and layer by ``context_for`` (the checks run
-again in each process, so a worker elsewhere refuses bad input as the driver does).
+is a ``ChunkContext``, prepared and checked once per batch by ``prepare_context``; pool workers
+rebuild it once from its ``ContextSeed`` (the driver's checked settings, without the open graph
+and record store, which must not cross a process boundary) and keep it for the batch.
 
 Layer 2 is meshed from the watershed (``meshing_core.mesh.layer2``); layers 3 and up are
 stitched from the shards of the layers below (``meshing_core.mesh.stitch``). The shard
@@ -70,8 +71,33 @@ class ChunkContext:
     def shard_dir(self) -> str:
         return layout.initial_dir(self.config, self.layer)
 
+    def seed(self) -> ContextSeed:
+        """What a pool worker needs to rebuild this (already checked) context cheaply."""
+        return ContextSeed(
+            self.config,
+            self.layer,
+            self.timestamp,
+            self.spec,
+            self.sharding,
+            self.max_triangles,
+            self.records is not None,
+        )
+
     def shard_name(self, coords: Coords) -> str:
         return layout.chunk_shard_name(self.graph.meta, self.layer, coords)
+
+
+@dataclass(frozen=True)
+class ContextSeed:
+    """A checked context without its open graph and record store (it pickles to workers)."""
+
+    config: GraphConfig
+    layer: int
+    timestamp: float
+    spec: dict[str, Any]
+    sharding: dict[str, Any] | None
+    max_triangles: int | None
+    record: bool
 
 
 def prepare_context(
@@ -115,26 +141,14 @@ def prepare_context(
 
 
 _GRAPHS: dict[str, Any] = {}
-_CONTEXTS: dict[tuple[str, int, float, bool], ChunkContext] = {}
 
 
-def context_for(config: GraphConfig, layer: int, timestamp: float, record: bool) -> ChunkContext:
-    """This process's context for (graph config, layer, timestamp), prepared on first use.
-
-    One open graph per config and process (SQLite connections must not cross a fork); contexts
-    of other timestamps are dropped, so a long-lived worker does not pile them up.
-    """
-    source = str(config.source)
-    key = (source, int(layer), float(timestamp), bool(record))
-    context = _CONTEXTS.get(key)
-    if context is None:
-        for old in [k for k in _CONTEXTS if k[2] != key[2]]:
-            del _CONTEXTS[old]
-        if source not in _GRAPHS:
-            _GRAPHS[source] = open_graph(config)
-        context = prepare_context(config, layer, timestamp, graph=_GRAPHS[source], record=record)
-        _CONTEXTS[key] = context
-    return context
+def _graph(config: GraphConfig) -> Any:
+    """This process's open graph of ``config`` (one per graph file)."""
+    key = str(config.graph_path)
+    if key not in _GRAPHS:
+        _GRAPHS[key] = open_graph(config)
+    return _GRAPHS[key]
 
 
 def _publish(context: ChunkContext, coords: Coords) -> ChunkResult:
@@ -194,12 +208,21 @@ def run_chunk(context: ChunkContext, coords: Coords) -> ChunkResult | ChunkFailu
     return outcome
 
 
-def run_chunk_in_process(
-    config: GraphConfig, layer: int, timestamp: float, record: bool, coords: Coords
-) -> ChunkResult | ChunkFailure:
-    """``run_chunk`` with this process's context (what pool workers and queue workers call)."""
-    try:
-        context = context_for(config, layer, timestamp, record)
-    except Exception as exc:  # a bad context fails the chunk like any other error
-        return ChunkFailure(tuple(int(c) for c in coords), exc)  # type: ignore[arg-type]
+_SEEDED: list[tuple[ContextSeed, ChunkContext]] = []  # one batch's context per worker
+
+
+def run_seeded_chunk(seed: ContextSeed, coords: Coords) -> ChunkResult | ChunkFailure:
+    """``run_chunk`` in a pool worker, with the context its driver checked (rebuilt once)."""
+    context = _SEEDED[0][1] if _SEEDED and _SEEDED[0][0] == seed else None
+    if context is None:
+        try:
+            graph = _graph(seed.config)
+        except Exception as exc:  # a graph that cannot open fails the chunk like any error
+            return ChunkFailure(tuple(int(c) for c in coords), exc)  # type: ignore[arg-type]
+        records = RecordStore(seed.config, seed.timestamp, meta=graph.meta) if seed.record else None
+        context = ChunkContext(
+            seed.config, seed.layer, seed.timestamp, seed.spec, graph,
+            seed.sharding, seed.max_triangles, records,
+        )  # fmt: skip
+        _SEEDED[:] = [(seed, context)]
     return run_chunk(context, coords)

@@ -39,7 +39,7 @@ from meshing_core.run.chunk import (
     ChunkResult,
     prepare_context,
     run_chunk,
-    run_chunk_in_process,
+    run_seeded_chunk,
 )
 from meshing_core.run.cpus import available_cpus
 from meshing_core.run.records import RecordStore
@@ -86,7 +86,7 @@ def _run_pool(
     context: ChunkContext, tasks: list[Coords], workers: int, pool: Executor | None = None
 ) -> Iterator[ChunkResult | ChunkFailure]:
     """At most ``4 * workers`` chunks in flight, so huge ranges do not pile up futures."""
-    args = (context.config, context.layer, context.timestamp, context.records is not None)
+    seed = context.seed()  # checked by this driver: workers skip the checks
     with _pool_for(workers, pool) as pool:
         pending: set[Future] = set()
         queue = iter(tasks)
@@ -96,7 +96,7 @@ def _run_pool(
                     coords = next(queue, None)
                     if coords is None:
                         break
-                    pending.add(pool.submit(run_chunk_in_process, *args, coords))
+                    pending.add(pool.submit(run_seeded_chunk, seed, coords))
                 if not pending:
                     break
                 done, pending = wait(pending, return_when=FIRST_COMPLETED)
@@ -168,17 +168,17 @@ def mesh_layer(
     started = time.monotonic()
     check_workers(workers)
     graph = open_graph(config)
+    stack = contextlib.ExitStack()
     try:
         meta = graph.meta
         check_layer(meta, layer)
         start, end = chunk_range(meta, layer, chunk_start, chunk_end)
-        context = prepare_context(config, layer, timestamp, graph=graph, record=record)
         tasks = select_chunks(meta, int(layer), start, end, chunk_indices)
         selected = tasks
         count = len(tasks)
-        records = context.records
+        records = RecordStore(config, timestamp, meta=meta) if record else None
         already: set[Coords] = set()
-        blocked: list[ChunkFailure] = []  # parents whose children are not all recorded done
+        missing: dict[Coords, str] = {}  # parents whose children are not all recorded done
         if records is not None:
             # only the record objects of these chunks' batches are read
             stored = records.chunk_records(layer, tasks)
@@ -186,13 +186,17 @@ def mesh_layer(
             tasks = [c for c in tasks if c not in already]
             if int(layer) >= 3:
                 missing = unrecorded_children(records, meta, int(layer), tasks)
-                blocked = [ChunkFailure(c, LayerRunError(m)) for c, m in missing.items()]
-                if blocked:
-                    records.record_chunks(layer, failed={f.coords: f.error for f in blocked})
                 tasks = [c for c in tasks if c not in missing]
         n_workers = available_cpus() if workers is None else int(workers)
         if pool is None:
             n_workers = max(1, min(n_workers, len(tasks)))
+            if n_workers > 1:  # start the workers now: they import while the inputs are checked
+                pool = stack.enter_context(spawn_pool(n_workers))
+        context = prepare_context(config, layer, timestamp, graph=graph, record=False)
+        context.records = records
+        blocked = [ChunkFailure(c, LayerRunError(m)) for c, m in missing.items()]
+        if blocked:
+            records.record_chunks(layer, failed={f.coords: f.error for f in blocked})
         log.info(
             "layer %d: meshing %d chunks %s..%s%s at t=%s with %d worker(s) into %s",
             layer, count, list(start), list(end),
@@ -215,7 +219,7 @@ def mesh_layer(
         )
         try:
             bar.update(len(already) + len(blocked))
-            if n_workers == 1 and pool is None:
+            if pool is None:
                 results = _run_serial(context, tasks)
             else:
                 results = _run_pool(context, tasks, n_workers, pool)
@@ -232,6 +236,7 @@ def mesh_layer(
             if records is not None:  # every record batch of the range: also ones a kill left
                 records.roll_up(layer, {records.batch_of(layer, c) for c in selected})
     finally:
+        stack.close()
         graph.close()
     report.seconds = round(time.monotonic() - started, 3)
     report.skipped_nodes.sort()
