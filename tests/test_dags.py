@@ -127,12 +127,10 @@ def test_dagbag_has_no_import_errors(parsed):
 
 def test_good_config_has_setup_layer_groups_and_metadata(parsed):
     dag = parsed["dags"]["mesh_four_layers"]
-    assert dag["groups"] == ["layer_2", "layer_3", "layer_4", "setup"]
+    assert dag["groups"] == ["layer_2", "layer_3", "layer_4"]
     assert set(dag["tasks"]) == {
         "start",
-        "setup.mesh_info",
-        "setup.sharding",
-        "setup.custom_data",
+        "setup",
         *(f"layer_{n}.{t}" for n in (2, 3, 4) for t in ("plan", "batch", "summary")),
         "mesh_metadata",
         "end_run",
@@ -144,7 +142,7 @@ def test_good_config_has_setup_layer_groups_and_metadata(parsed):
     assert "layer_2.plan" in tasks["layer_2.batch"]["upstream"]
     assert "layer_2.batch" in tasks["layer_2.summary"]["upstream"]
     assert "layer_2.summary" in tasks["layer_3.plan"]["upstream"]
-    assert "setup.custom_data" in tasks["layer_2.plan"]["upstream"]
+    assert "setup" in tasks["layer_2.plan"]["upstream"]
     # metadata runs unless a layer failed, and sees every layer's summary
     meta = tasks["mesh_metadata"]
     assert meta["trigger_rule"] == "none_failed_min_one_success"
@@ -204,7 +202,7 @@ def test_configs_folder_with_generated_graphs(tmp_path):
     (configs / "notyaml.yaml").write_text("graph: [unclosed\n")
     parsed = _python(PARSE, _airflow_env(tmp_path / "airflow", configs))
     assert parsed["errors"] == {}
-    assert parsed["dags"]["mesh_small"]["groups"] == ["layer_2", "setup"]
+    assert parsed["dags"]["mesh_small"]["groups"] == ["layer_2"]
     assert "notyaml.yaml: not readable YAML" in parsed["dags"]["mesh_notyaml"]["description"]
 
 
@@ -337,7 +335,7 @@ def test_unimplemented_mode_fails_the_batches_with_a_clear_message(
     result = _python(RUN, env, "mesh_example", json.dumps(conf))
     assert result["state"] == "failed"
     tasks = result["tasks"]
-    assert tasks["setup.custom_data[-1]"] == "success"
+    assert tasks["setup[-1]"] == "success"
     assert tasks["layer_2.batch[0]"] == "failed"
     assert tasks["mesh_metadata[-1]"] == "upstream_failed"
     assert "mode 'sqs' is not implemented yet: trigger with mode=local" in result["output"]

@@ -2,8 +2,7 @@
 
 Each DAG is the run lifecycle of ``meshing_core.run.lifecycle`` as tasks::
 
-    start -> setup (mesh_info -> sharding -> custom_data)
-          -> layer_2 (plan -> batch x N -> summary) -> ... -> layer_<top>
+    start -> setup -> layer_2 (plan -> batch x N -> summary) -> ... -> layer_<top>
           -> mesh_metadata -> end_run (teardown)
 
 ``start`` begins the run (lease, journal; a forced run clears its records here, once) and
@@ -90,18 +89,18 @@ def _begin(graph_yaml: str, n_layers: int, default_mode: str) -> dict[str, Any]:
 
 
 def _setup(graph_yaml: str, ticket: dict[str, Any]) -> dict[str, Any]:
-    """The one setup step (under the run's lease); its three edits are shown as three tasks."""
+    """The ``setup`` task: the watershed info's ``mesh`` key, the mesh dir's per-layer sharding
+    specs and the static custom data, each reported as written or unchanged.
+
+    One task, not one per edit: every task costs a worker process start in a deployment.
+    """
     from meshing_core.run.lifecycle import setup_run
 
     with airflow_outcomes():
         result = setup_run(_load(graph_yaml), ticket)
-    log.info("setup: %s", result)
-    return {"part": "watershed_info", **_part(result, "watershed_info"), "setup": result}
-
-
-def _part(result: dict[str, Any], part: str) -> dict[str, Any]:
-    log.info("%s: %s", part, result.get(part))
-    return {"part": part, "result": result.get(part), "mesh_dir": result["mesh_dir"]}
+    for part in ("watershed_info", "mesh_info", "custom_data"):
+        log.info("%s: %s", part, result.get(part))
+    return result
 
 
 def build_dag(entry: Entry) -> DAG:
@@ -129,27 +128,14 @@ def build_dag(entry: Entry) -> DAG:
 
         ticket = start()
 
-        with TaskGroup("setup") as setup_group:
+        @task(task_id="setup")
+        def setup(ticket: dict[str, Any]) -> dict[str, Any]:
+            """The procedure's three hand edits, under the run's lease (idempotent)."""
+            return _setup(graph_yaml, ticket)
 
-            @task(task_id="mesh_info")
-            def mesh_info(ticket: dict[str, Any]) -> dict[str, Any]:
-                """Runs the setup step; reports the watershed info's ``mesh`` key."""
-                return _setup(graph_yaml, ticket)
+        setup_done = setup(ticket)
 
-            @task(task_id="sharding")
-            def sharding(done: dict[str, Any]) -> dict[str, Any]:
-                """Per-layer shard specs in the mesh dir's info, from node counts."""
-                return _part(done["setup"], "mesh_info")
-
-            @task(task_id="custom_data")
-            def custom_data(done: dict[str, Any]) -> dict[str, Any]:
-                """Static custom data (dir, mip, max_error, verify); run fields come at the end."""
-                return _part(done["setup"], "custom_data")
-
-            done = mesh_info(ticket)
-            sharding(done) >> custom_data(done)
-
-        previous: Any = setup_group
+        previous: Any = setup_done
         summaries = []
         for layer in range(2, n_layers + 1):
             settings = config.layer_settings(layer)
