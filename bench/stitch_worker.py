@@ -30,7 +30,7 @@ def main(argv: list[str]) -> None:
     timestamp = float(argv[1])
     layer = int(argv[2])
     coords = tuple(int(c) for c in argv[3:6])
-    context = prepare_context(config, layer, timestamp, record=False)
+    context = prepare_context(config, layer, timestamp)
     largest = [0]
     encode = stitch.encode_draco
 

@@ -15,7 +15,7 @@ def main(argv: list[str]) -> None:
     config = load_config(argv[0])
     timestamp = float(argv[1])
     coords = tuple(int(c) for c in argv[2:5])
-    context = prepare_context(config, 2, timestamp, record=False)
+    context = prepare_context(config, 2, timestamp)
     before = peak_rss_mib()
     result = run_chunk(context, coords)  # type: ignore[arg-type]
     if isinstance(result, ChunkFailure):

@@ -106,12 +106,12 @@ def prepare_context(
     timestamp: float,
     *,
     graph: Any = None,
-    record: bool = True,
+    records: RecordStore | None = None,
 ) -> ChunkContext:
     """Check the layer's inputs and gather what its chunks need (one-line errors).
 
     ``graph`` is an open graph to use (the caller closes it), else one is opened for the
-    context's lifetime. With ``record`` outcomes are recorded at ``timestamp``.
+    context's lifetime. With ``records`` (a store at ``timestamp``) outcomes are recorded.
     """
     from meshing_core.mesh.stitch import StitchError, max_triangles_of
     from meshing_core.mesh.watershed import mip_geometry
@@ -135,8 +135,7 @@ def prepare_context(
             context.max_triangles = max_triangles_of(config)
         except StitchError as exc:
             raise checks.LayerRunError(str(exc)) from exc
-    if record:
-        context.records = RecordStore(config, timestamp, meta=meta)
+    context.records = records
     return context
 
 

@@ -192,8 +192,7 @@ def mesh_layer(
             n_workers = max(1, min(n_workers, len(tasks)))
             if n_workers > 1:  # start the workers now: they import while the inputs are checked
                 pool = stack.enter_context(spawn_pool(n_workers))
-        context = prepare_context(config, layer, timestamp, graph=graph, record=False)
-        context.records = records
+        context = prepare_context(config, layer, timestamp, graph=graph, records=records)
         blocked = [ChunkFailure(c, LayerRunError(m)) for c, m in missing.items()]
         if blocked:
             records.record_chunks(layer, failed={f.coords: f.error for f in blocked})
