@@ -39,3 +39,30 @@ def test_spawned_workers_skip_the_parents_main_script(tmp_path: Path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.startswith("[1, 2, 3]")
     assert list(markers.iterdir()) == []  # no worker imported the script
+
+
+ENV_SCRIPT = """
+import os, sys
+sys.path.insert(0, sys.argv[1])
+from meshing_core.run.spawn import spawn_pool
+os.environ["MESHING_SPAWN_PROBE"] = "first"
+with spawn_pool(2) as pool:  # starts the forkserver with this environment
+    first = pool.submit(os.getenv, "MESHING_SPAWN_PROBE").result()
+os.environ["MESHING_SPAWN_PROBE"] = "second"
+with spawn_pool(2) as pool:  # same forkserver, the parent's environment now
+    second = pool.submit(os.getenv, "MESHING_SPAWN_PROBE").result()
+print(first, second, "meshing_core.mesh.layer2" in sys.modules)
+"""
+
+
+def test_later_pools_see_the_parents_environment_and_skip_reimports(tmp_path: Path):
+    """Pools fork from one preloaded server, yet each takes the environment of its own start."""
+    script = tmp_path / "env_main.py"
+    script.write_text(ENV_SCRIPT)
+    proc = subprocess.run(
+        [sys.executable, str(script), str(REPO)], capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    first, second, parent_loaded = proc.stdout.split()
+    assert (first, second) == ("first", "second")
+    assert parent_loaded == "False"  # the chunk unit is imported in the server, not the parent
