@@ -106,6 +106,24 @@ def _cmd_mesh(args: argparse.Namespace) -> None:
             "--chunk-index-range needs --timestamp T: a batch belongs to the run at T"
         )
     timestamp = parse_timestamp(args.timestamp)  # resolved once for the whole command
+    if args.queue_name is not None:  # the procedure's flag: send the chunks, mesh nothing here
+        from meshing_core.queue.producer import enqueue_chunks
+
+        sent = enqueue_chunks(
+            config,
+            args.layer,
+            timestamp,
+            args.queue_name,
+            chunk_start=args.chunk_start,
+            chunk_end=args.chunk_end,
+            chunk_indices=args.chunk_index_range,
+        )
+        print(
+            f"layer {args.layer} at {format_timestamp(timestamp)}: {sent['chunks']} chunks "
+            f"enqueued in {sent['messages']} messages ({sent['already_done']} already done) "
+            f"to {args.queue_name}"
+        )
+        return
     if args.chunk_index_range is not None:
         # one planned batch, recorded like a batch of `run`: a rerun at T skips finished chunks
         start, stop = args.chunk_index_range
@@ -146,6 +164,25 @@ def _cmd_mesh(args: argparse.Namespace) -> None:
         f"({empty} empty{done}), {fragments} fragments, {size} bytes, {seconds:.1f} s"
     )
     print(f"shards: {layout.initial_dir(config, args.layer)}")
+
+
+def _cmd_worker(args: argparse.Namespace) -> None:
+    from meshing_core.queue.worker import run_workers
+
+    if args.workers < 1:
+        raise MeshingError(f"--workers is {args.workers}: give 1 or more")
+    if args.visibility_timeout is not None and not 1 <= args.visibility_timeout <= 43200:
+        raise MeshingError(
+            f"--visibility-timeout is {args.visibility_timeout}: SQS allows 1..43200 seconds"
+        )
+    totals = run_workers(
+        str(args.config.source),
+        args.queue,
+        workers=args.workers,
+        visibility_timeout_s=args.visibility_timeout,
+        exit_when_empty=args.exit_when_empty,
+    )
+    print(f"worker: {totals.describe()}")
 
 
 def _cmd_info(args: argparse.Namespace) -> None:
@@ -316,7 +353,35 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="accepted for meshing_batch.py compatibility (no cache is kept)",
     )
+    p.add_argument(
+        "--queue_name",
+        "--queue-name",
+        dest="queue_name",
+        help="enqueue the chunks as SQS tasks to this existing queue (URL or name) instead of "
+        "meshing here; `worker` processes run them (the queue is never created or changed)",
+    )
     p.set_defaults(func=_cmd_mesh)
+
+    p = sub.add_parser(
+        "worker", parents=[common], help="run chunk tasks from an SQS queue until SIGTERM"
+    )
+    _graph_arg(p)
+    p.add_argument("--queue", required=True, help="the queue's URL or name")
+    p.add_argument("--workers", type=int, default=1, help="receive loops (processes), default 1")
+    p.add_argument(
+        "--visibility-timeout",
+        dest="visibility_timeout",
+        type=int,
+        help="seconds a received message is held, extended while its chunk runs (default: the "
+        "layer's visibility_timeout_s in graph.yaml)",
+    )
+    p.add_argument(
+        "--exit-when-empty",
+        dest="exit_when_empty",
+        action="store_true",
+        help="exit once nothing is queued or in flight (default: poll until SIGTERM)",
+    )
+    p.set_defaults(func=_cmd_worker)
 
     p = sub.add_parser(
         "run", parents=[common], help="setup, every layer from 2 up in order, then metadata"

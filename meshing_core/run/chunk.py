@@ -188,11 +188,15 @@ def _publish(context: ChunkContext, coords: Coords) -> ChunkResult:
     return ChunkResult(coords, len(fragments), len(data))
 
 
-def run_chunk(context: ChunkContext, coords: Coords) -> ChunkResult | ChunkFailure:
+def run_chunk(
+    context: ChunkContext, coords: Coords, *, record_failure: bool = True
+) -> ChunkResult | ChunkFailure:
     """Mesh or stitch, publish and record one chunk; a failure is returned, not raised.
 
     Returning the failure lets the other chunks of a batch go on; the executor raises it once
-    they are done. The outcome is recorded (when the context records) before returning.
+    they are done. The outcome is recorded (when the context records) before returning; an
+    SQS worker whose message will be delivered again records no failure (``record_failure``):
+    a failure record means failed for good.
     """
     coords = tuple(int(c) for c in coords)  # type: ignore[assignment]
     try:
@@ -201,7 +205,8 @@ def run_chunk(context: ChunkContext, coords: Coords) -> ChunkResult | ChunkFailu
         outcome = ChunkFailure(coords, exc)
     if context.records is not None:
         if isinstance(outcome, ChunkFailure):
-            context.records.record_chunks(context.layer, failed={coords: outcome.error})
+            if record_failure:
+                context.records.record_chunks(context.layer, failed={coords: outcome.error})
         else:
             context.records.record_chunks(context.layer, done={coords: outcome})
     return outcome
