@@ -114,12 +114,60 @@ LAYER_SETTINGS: dict[str, Setting] = {
     "memory": Setting("2Gi", _quantity),
     "cpu": Setting(1, _quantity),
     "visibility_timeout_s": Setting(600, _whole(1, 43200)),  # SQS allows at most 12 h
+    "memory_limit": Setting(None, _quantity),  # a pod's limits; memory defaults to its request
+    "cpu_limit": Setting(None, _quantity),
 }
 RENAMED_LAYER_SETTINGS = {"lease_s": "visibility_timeout_s"}
 DEFAULT_BATCHES: dict[str, Any] = {
     k: s.default for k, s in BATCH_SETTINGS.items() if s.default is not None
 }
 DEFAULT_LAYER_RESOURCES: dict[str, Any] = {k: s.default for k, s in LAYER_SETTINGS.items()}
+
+
+def _optional_name(value: Any) -> str | None:
+    return None if value is None else _name(value)
+
+
+def _names(value: Any) -> dict[str, str]:
+    if not isinstance(value, dict) or not all(
+        isinstance(v, str) and v.strip() for v in value.values()
+    ):
+        raise ValueError("give a mapping of names, e.g. {google: google-secret}")
+    return {str(k): str(v) for k, v in value.items()}
+
+
+def _gke(value: Any) -> dict[str, str] | None:
+    keys = ("project_id", "location", "cluster_name")
+    if value is None:
+        return None
+    if not isinstance(value, dict) or sorted(value) != sorted(keys):
+        raise ValueError(f"give a mapping with exactly {', '.join(keys)}")
+    return {k: _name(value[k]) for k in keys}
+
+
+# ``sqs`` mode: the queue the batches send to (created with its dead-letter queue by the DAG's
+# setup task when absent), and the Airflow AWS connection the DAG's tasks and triggers use.
+SQS_SETTINGS: dict[str, Setting] = {
+    "queue": Setting(None, _optional_name),  # default: meshing-<graph name>
+    "max_receive_count": Setting(5, _whole(1, 1000)),  # receives before the dead-letter queue
+    "aws_conn_id": Setting("aws_default", _name),
+    "chunks_per_message": Setting(8, _whole(1, 1000)),
+    "poll_s": Setting(30, _seconds(True)),  # how often a deferred batch looks at its records
+}
+# ``kubernetes`` mode (and the ``sqs`` worker Deployment): one pod per batch in the worker
+# image, secrets mounted as volumes; ``gke`` switches to GKEStartPodOperator.
+KUBERNETES_SETTINGS: dict[str, Setting] = {
+    "image": Setting("meshing-core:latest", _name),
+    "namespace": Setting("default", _name),
+    "secrets": Setting({}, _names),  # kind (google, aws, cave) -> Kubernetes secret name
+    "service_account": Setting(None, _optional_name),
+    "kubernetes_conn_id": Setting(None, _optional_name),  # None: in-cluster or ~/.kube/config
+    "image_pull_policy": Setting("IfNotPresent", _name),
+    "startup_timeout_s": Setting(600, _whole(1)),
+    "gke": Setting(None, _gke),
+}
+DEFAULT_SQS: dict[str, Any] = {k: s.default for k, s in SQS_SETTINGS.items()}
+DEFAULT_KUBERNETES: dict[str, Any] = {k: s.default for k, s in KUBERNETES_SETTINGS.items()}
 
 _TOP_KEYS = (
     "name",
@@ -132,6 +180,8 @@ _TOP_KEYS = (
     "batches",
     "layers",
     "lease_ttl_s",  # older place of batches.lease_ttl_s
+    "sqs",
+    "kubernetes",
 )
 _GRAPH_KEYS = ("backend", "path")
 _MESH_KEYS = ("dir", "mip", "max_error", "verify", "max_triangles")
@@ -160,7 +210,14 @@ class GraphConfig:
     spatial_bits: int
     batches: dict[str, Any] = field(default_factory=dict)
     layers: dict[str, Any] = field(default_factory=dict)
+    sqs: dict[str, Any] = field(default_factory=lambda: dict(DEFAULT_SQS))
+    kubernetes: dict[str, Any] = field(default_factory=lambda: dict(DEFAULT_KUBERNETES))
     raw: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def queue(self) -> str:
+        """The SQS queue (name or URL) of ``sqs`` mode: ``sqs.queue``, else meshing-<name>."""
+        return str(self.sqs.get("queue") or "meshing-" + re.sub(r"[^A-Za-z0-9_-]", "-", self.name))
 
     @property
     def mesh_cloudpath(self) -> str:
@@ -214,6 +271,9 @@ def _checked(
     _known(values, tuple(settings), where, source)
     out: dict[str, Any] = {}
     for key, value in values.items():
+        if value is None and settings[key].default is None:
+            out[key] = None  # an optional setting left unset
+            continue
         try:
             out[key] = settings[key].check(value)
         except ValueError as exc:
@@ -357,6 +417,13 @@ def load_config(path: str | Path) -> GraphConfig:
         spatial_bits=spatial_bits,
         batches=batches,
         layers=layers,
+        sqs={**DEFAULT_SQS, **_checked(_mapping(data, "sqs", source), SQS_SETTINGS, "sqs", source)},
+        kubernetes={
+            **DEFAULT_KUBERNETES,
+            **_checked(
+                _mapping(data, "kubernetes", source), KUBERNETES_SETTINGS, "kubernetes", source
+            ),
+        },
         raw=data,
     )
     for message in renamed:

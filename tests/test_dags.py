@@ -323,24 +323,6 @@ def test_local_mode_run_meshes_every_layer_and_writes_metadata(
     ]
 
 
-def test_unimplemented_mode_fails_the_batches_with_a_clear_message(
-    example_copy, migrated_home, tmp_path
-):
-    pytest.importorskip("meshing_core.run.plan")
-    configs = tmp_path / "configs"
-    configs.mkdir()
-    (configs / "example.yaml").write_text(f"graph: {example_copy / 'graph.yaml'}\n")
-    env = _airflow_env(migrated_home, configs)
-    conf = {"timestamp": "2021-03-04T00:00:00Z", "mode": "sqs", "max_layer": 2}
-    result = _python(RUN, env, "mesh_example", json.dumps(conf))
-    assert result["state"] == "failed"
-    tasks = result["tasks"]
-    assert tasks["setup[-1]"] == "success"
-    assert tasks["layer_2.batch[0]"] == "failed"
-    assert tasks["mesh_metadata[-1]"] == "upstream_failed"
-    assert "mode 'sqs' is not implemented yet: trigger with mode=local" in result["output"]
-
-
 VALIDATE = """
 import copy, json, os, sys
 from airflow.dag_processing.dagbag import DagBag
@@ -365,6 +347,7 @@ def test_trigger_params_are_validated_before_a_run(tmp_path):
         "defaults": {},
         "bad_timestamp": {"timestamp": "yesterday"},
         "bad_mode": {"mode": "carrier-pigeon"},
+        "pods_on_a_local_dag": {"mode": "kubernetes"},  # pods are a DAG of another shape
         "bad_max_layer": {"max_layer": 9},
         "bad_box": {"chunk_start": [0, 0]},
     }
@@ -374,6 +357,7 @@ def test_trigger_params_are_validated_before_a_run(tmp_path):
     for name, field in [
         ("bad_timestamp", "timestamp"),
         ("bad_mode", "mode"),
+        ("pods_on_a_local_dag", "mode"),
         ("bad_max_layer", "max_layer"),
         ("bad_box", "chunk_start"),
     ]:

@@ -86,7 +86,7 @@ def test_batch_records_trigger_fires_when_every_chunk_is_done_or_failed(example_
     assert out["waited"] >= 0.4  # it waited for the late chunks instead of firing early
     assert out["serialized"][0] == "meshing_airflow.triggers.BatchRecordsTrigger"
     assert out["failed"]["status"] == "failed" and out["failed"]["label"] == "L2 b2 chunks 32-47"
-    assert len(out["failed"]["failed"]) == 2 and out["failed"]["pending"] == 0
+    assert len(out["failed"]["failed"]) == 2 and out["failed"]["pending"] == []
     kind, message = out["error"]
     assert kind == "AirflowException" and "L2 b2 chunks 32-47: 2 chunk(s) failed" in message
     assert str(out["failed"]["failed"][0]) in message

@@ -133,3 +133,35 @@ def max_receive_count(client: Any, url: str) -> int | None:
         raise _fail("GetQueueAttributes", url, exc) from exc
     policy = attributes.get("Attributes", {}).get("RedrivePolicy")
     return int(json.loads(policy)["maxReceiveCount"]) if policy else None
+
+
+def prepare_graph_queue(config: Any, client: Any) -> dict[str, Any]:
+    """The graph's ``sqs`` queue and its dead-letter queue, created when absent (a setup step).
+
+    A queue given by URL in ``sqs.queue`` is the user's: it is only checked, never changed.
+    The queue's own visibility timeout is the longest layer's; workers hold each message with
+    its layer's.
+    """
+    queue = config.queue
+    if queue.startswith(("http://", "https://")):
+        url = queue_url(client, queue)
+        queue_counts(client, url)  # reachable: one line now, not in every batch
+        return {
+            "queue": url,
+            "dead_letter": None,
+            "max_receive_count": max_receive_count(client, url),
+        }
+    longest = max(
+        int(config.layer_settings(layer)["visibility_timeout_s"])
+        for layer in range(2, int(config.n_layers) + 1)
+    )
+    receives = int(config.sqs["max_receive_count"])
+    url, dead = ensure_queues(
+        client, queue, max_receive_count=receives, visibility_timeout_s=longest
+    )
+    return {"queue": url, "dead_letter": dead, "max_receive_count": receives}
+
+
+def dead_letter_name(url: str) -> str:
+    """The dead-letter queue's name of the queue at ``url`` (this project's naming)."""
+    return url.rstrip("/").rsplit("/", 1)[-1] + DEAD_LETTER_SUFFIX

@@ -308,6 +308,39 @@ def run_batch(
         )
 
 
+def enqueue_batch(
+    config: GraphConfig, ticket: Ticket, descriptor: dict[str, Any], *, client: Any = None
+) -> dict[str, Any]:
+    """Send one planned batch's chunks not recorded done to the graph's queue (``sqs`` mode),
+    under the run's lease; the counts, the queue's URL and when they were sent.
+
+    Chunks recorded done are not sent again, so a retry or a Clear re-sends only the rest;
+    their earlier failure records count as pending from ``sent_at`` on.
+    """
+    from meshing_core.queue.producer import enqueue_chunks
+    from meshing_core.queue.sqs import queue_url, sqs_client
+    from meshing_core.run.plan import parse_descriptor
+
+    layer, batch, (start, stop), box = parse_descriptor(descriptor)
+    client = sqs_client() if client is None else client
+    with holding_lease(config, ticket):
+        url = queue_url(client, config.queue)
+        sent_at = time.time()
+        counts = enqueue_chunks(
+            config,
+            layer,
+            float(ticket["timestamp"]),
+            url,
+            chunk_start=box.get("chunk_start"),
+            chunk_end=box.get("chunk_end"),
+            chunk_indices=(start, stop),
+            batch=batch,
+            per_message=int(config.sqs["chunks_per_message"]),
+            client=client,
+        )
+    return {**counts, "queue_url": url, "sent_at": sent_at}
+
+
 def collect_batch(
     config: GraphConfig, ticket: Ticket, descriptor: dict[str, Any]
 ) -> dict[str, Any]:

@@ -233,12 +233,18 @@ def layer_summary(
 
 
 def batch_progress(
-    config: GraphConfig, descriptor: dict[str, Any], timestamp: float
+    config: GraphConfig,
+    descriptor: dict[str, Any],
+    timestamp: float,
+    *,
+    failed_since: float | None = None,
 ) -> dict[str, Any]:
     """Where a batch's chunks stand at ``timestamp``, from their records.
 
-    ``{"total", "done", "failed": [[x, y, z], ...], "pending"}``: what a deferred batch's
-    trigger (and a progress view) polls. Reads only the record batches of the batch's range.
+    ``{"total", "done", "failed": [[x, y, z], ...], "pending": [[x, y, z], ...]}``: what a
+    deferred batch's trigger (and a progress view) polls. Reads only the record batches of the
+    batch's range. Failures recorded before ``failed_since`` (an earlier try of a retried
+    batch, whose chunks were sent again) count as pending.
     """
     from meshing_core.run.checks import select_chunks
 
@@ -251,10 +257,13 @@ def batch_progress(
     store = RecordStore(config, timestamp, meta=meta)
     done = store.chunk_records(layer, chunks)
     failures = store.failures_of(layer, [c for c, f in done.items() if f is None])
+    if failed_since is not None:
+        failures = {c: f for c, f in failures.items() if float(f["time"]) >= failed_since}
     finished = sum(1 for f in done.values() if f is not None)
+    pending = [c for c, f in done.items() if f is None and c not in failures]
     return {
         "total": len(chunks),
         "done": finished,
         "failed": [list(c) for c in sorted(failures)],
-        "pending": len(chunks) - finished - len(failures),
+        "pending": [list(c) for c in sorted(pending)],
     }

@@ -27,7 +27,9 @@ from meshing_core.errors import MeshingError
 CONFIGS_ENV = "MESHING_CONFIGS"
 DEFAULT_CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 MODES = ("local", "sqs", "kubernetes")
-IMPLEMENTED_MODES = ("local",)
+# modes a run's trigger form may pick, by the entry's mode (the DAG's shape): pods are another
+# operator, so a kubernetes DAG runs only kubernetes batches
+RUN_MODES = {"local": ("local", "sqs"), "sqs": ("local", "sqs"), "kubernetes": ("kubernetes",)}
 FIELDS = ("graph", "mode", "schedule", "description")
 _BAD_ID_CHARS = re.compile(r"[^A-Za-z0-9_.-]")
 

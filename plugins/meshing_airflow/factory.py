@@ -23,7 +23,7 @@ from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
 from meshing_airflow.entries import (
     CONFIGS_ENV,
-    MODES,
+    RUN_MODES,
     Entry,
     EntryError,
     dag_id_for,
@@ -66,8 +66,12 @@ def _begin(graph_yaml: str, n_layers: int, default_mode: str) -> dict[str, Any]:
             f"param 'max_layer' is {max_layer}; this graph has layers 2..{n_layers}"
         )
     mode = params.get("mode") or default_mode
-    if mode not in MODES:
-        raise AirflowFailException(f"param 'mode' is {mode!r}; known: {', '.join(MODES)}")
+    allowed = RUN_MODES[default_mode]
+    if mode not in allowed:
+        raise AirflowFailException(
+            f"param 'mode' is {mode!r}; this DAG (entry mode {default_mode}) runs "
+            f"{', '.join(allowed)}: set `mode: {mode}` in its configs entry for {mode} batches"
+        )
     dag_run = context["dag_run"]
     with airflow_outcomes("params: "):
         ticket = begin_run(
@@ -97,8 +101,15 @@ def _setup(graph_yaml: str, ticket: dict[str, Any]) -> dict[str, Any]:
     from meshing_core.run.lifecycle import setup_run
 
     with airflow_outcomes():
-        result = setup_run(_load(graph_yaml), ticket)
-    for part in ("watershed_info", "mesh_info", "custom_data"):
+        config = _load(graph_yaml)
+        result = setup_run(config, ticket)
+        if ticket.get("mode") == "sqs":
+            from meshing_airflow.hooks import sqs_client_for
+            from meshing_core.queue.sqs import prepare_graph_queue
+
+            client = sqs_client_for(config.sqs["aws_conn_id"])
+            result["queue"] = prepare_graph_queue(config, client)
+    for part in ("watershed_info", "mesh_info", "custom_data", "queue"):
         log.info("%s: %s", part, result.get(part))
     return result
 

@@ -6,7 +6,7 @@ from typing import Any
 
 from airflow.sdk import Param
 
-from meshing_airflow.entries import MODES
+from meshing_airflow.entries import RUN_MODES
 
 
 def _box_param(items: dict[str, Any], title: str) -> Param:
@@ -34,7 +34,13 @@ def trigger_params(n_layers: int, mode: str) -> dict[str, Param]:
             title="Highest layer to mesh",
             description="Layers above it are skipped; run metadata records it.",
         ),
-        "mode": Param(mode, enum=list(MODES), title="Execution mode"),
+        "mode": Param(
+            mode,
+            enum=list(RUN_MODES[mode]),
+            title="Execution mode",
+            description="local: batches run in their task; sqs: batches go to the graph's "
+            "queue and wait deferred for SQS workers (kubernetes DAGs run pods only).",
+        ),
         "force": Param(
             False,
             type="boolean",
