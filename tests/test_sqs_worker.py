@@ -169,3 +169,51 @@ def test_worker_refuses_bad_options_in_one_line(dataset, tmp_path):
         proc = run_cli("worker", "--graph", graph, "--queue", "q", *args, check=False)
         assert proc.returncode == 2
         assert phrase in proc.stderr.strip().splitlines()[-1]
+
+
+def test_a_worker_killed_mid_message_is_redelivered_and_finished_by_another(dataset, sqs, tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from cli_support import REPO
+
+    from meshing_core.config import load_config
+    from meshing_core.queue.messages import chunk_tasks
+    from meshing_core.queue.sqs import ensure_queues, queue_counts, send_tasks
+    from meshing_core.run.records import RecordStore, chunk_order
+    from meshing_core.timestamps import parse_timestamp
+
+    local = _copy(dataset, tmp_path / "local")
+    run_cli("mesh", "--graph", local, "--layer", "2", "--timestamp", TS, "--workers", "1")
+    graph = _copy(dataset, tmp_path / "killed")
+    config = load_config(graph)
+    ts = parse_timestamp(TS)
+    records = RecordStore(config, ts)
+    chunks = list(chunk_order(records.meta, 2, 0, 8))
+    url, _ = ensure_queues(sqs, "mesh-kill", max_receive_count=5, visibility_timeout_s=3)
+    # one message with every chunk: the worker is inside it for the whole layer
+    send_tasks(sqs, url, chunk_tasks(str(config.source), 2, ts, chunks, per_message=8))
+    first = subprocess.Popen(
+        [sys.executable, "-m", "meshing_core", "worker", "--graph", graph, "--queue", url,
+         "--visibility-timeout", "3"],
+        cwd=REPO, env=dict(os.environ), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and first.poll() is None:
+        if len(RecordStore(config, ts).done_chunks(2)) >= 2:
+            break
+        time.sleep(0.05)
+    first.send_signal(signal.SIGKILL)  # no chance to release the message or finish the chunk
+    first.wait(timeout=30)
+    before = RecordStore(config, ts).done_chunks(2)
+    assert 2 <= len(before) < 8, "kill the worker in the middle of its message"
+    assert queue_counts(sqs, url)["in_flight"] == 1  # held by the dead worker until it times out
+    log = _worker(graph, url, "--visibility-timeout", "3")
+    assert log.count(": already done") == len(before)  # redelivered: finished chunks skipped
+    assert log.count("fragment(s)") == 8 - len(before)
+    assert _shards(graph) == _shards(local) != {}
+    assert set(RecordStore(config, ts).done_chunks(2)) == set(chunks)
+    assert queue_counts(sqs, url) == {"visible": 0, "in_flight": 0}
