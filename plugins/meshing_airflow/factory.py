@@ -180,16 +180,22 @@ def build_dag(entry: Entry) -> DAG:
                     return totals
 
                 descriptors = plan(ticket)
-                batches = MeshBatchOperator.partial(
+                common = dict(
                     task_id="batch",
-                    graph_yaml=graph_yaml,
                     ticket=ticket,
                     retries=int(settings["retries"]),
                     retry_delay=timedelta(seconds=float(settings["retry_delay_s"])),
                     execution_timeout=timedelta(seconds=float(settings["timeout_s"])),
                     pool=str(settings["pool"]),
                     map_index_template=LABEL_TEMPLATE,
-                ).expand(descriptor=descriptors)
+                )
+                if entry.mode == "kubernetes":  # pods: another operator, so another shape
+                    from meshing_airflow.pods import pod_partial
+
+                    mapped = pod_partial(config, graph_yaml, layer, **common)
+                else:
+                    mapped = MeshBatchOperator.partial(graph_yaml=graph_yaml, **common)
+                batches = mapped.expand(descriptor=descriptors)
                 layer_total = summary(batches.output, ticket)
             previous >> group
             previous = group
