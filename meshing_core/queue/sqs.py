@@ -28,12 +28,33 @@ class QueueError(MeshingError):
     """A queue that cannot be reached, found or sent to."""
 
 
+def _procedure_keys() -> dict[str, str]:
+    """Keys from cloud-volume's ``aws-secret.json`` (the procedure's ``aws-secret``, mounted
+    in pods), used only when the environment names no keys."""
+    if os.environ.get("AWS_ACCESS_KEY_ID"):
+        return {}
+    from cloudfiles.secrets import secretpath
+
+    path = secretpath("aws-secret.json")
+    if not os.path.exists(path):
+        return {}
+    with open(path) as handle:
+        secret = json.load(handle)
+    keys = {
+        "aws_access_key_id": secret.get("AWS_ACCESS_KEY_ID"),
+        "aws_secret_access_key": secret.get("AWS_SECRET_ACCESS_KEY"),
+        "aws_session_token": secret.get("AWS_SESSION_TOKEN") or None,
+    }
+    return {k: v for k, v in keys.items() if v}
+
+
 def sqs_client(region: str | None = None) -> Any:
-    """A boto3 SQS client from the environment (endpoint, region, keys)."""
+    """A boto3 SQS client from the environment (endpoint, region, keys), else from
+    cloud-volume's ``aws-secret.json``."""
     import boto3
 
     region = region or os.environ.get("AWS_DEFAULT_REGION") or os.environ.get("AWS_REGION")
-    return boto3.client("sqs", region_name=region or "us-east-1")
+    return boto3.client("sqs", region_name=region or "us-east-1", **_procedure_keys())
 
 
 def _fail(action: str, queue: str, exc: Exception) -> QueueError:
