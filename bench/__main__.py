@@ -11,10 +11,10 @@ import logging
 import sys
 import time
 
-from bench import build_large, dag_vs_direct, layer2, stitch
+from bench import build_large, dag_vs_direct, layer2, sqs_vs_local, stitch
 from bench.dataset import DatasetSpec, build_dataset
 
-BENCHES = ("layer2", "stitch", "build", "dag_vs_direct")
+BENCHES = ("layer2", "stitch", "build", "dag_vs_direct", "sqs_vs_local")
 
 
 def _layer2(args: argparse.Namespace) -> None:
@@ -51,6 +51,13 @@ def _dag_vs_direct(args: argparse.Namespace) -> bool:
     return not dag_vs_direct.problems(figures)
 
 
+def _sqs_vs_local(args: argparse.Namespace) -> bool:
+    figures = sqs_vs_local.run()
+    for line in sqs_vs_local.report(figures):
+        print(line, flush=True)
+    return not sqs_vs_local.problems(figures)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("--repeats", type=int, default=3, help="runs per timing (median)")
@@ -81,6 +88,8 @@ def main() -> None:
         _build(args)
     if "dag_vs_direct" in selected:
         ok = _dag_vs_direct(args) and ok
+    if "sqs_vs_local" in selected:
+        ok = _sqs_vs_local(args) and ok
     print(f"bench_total_seconds {time.perf_counter() - started:.1f}", flush=True)
     if not ok:
         sys.exit(1)

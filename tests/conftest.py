@@ -3,10 +3,6 @@
 from __future__ import annotations
 
 import shutil
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -65,47 +61,21 @@ def example_from(request: pytest.FixtureRequest):
 
 
 # -- SQS: a real moto_server on loopback ------------------------------------------------------
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture(scope="session")
 def sqs_endpoint() -> Iterator[str]:
     """A ``moto_server`` process on 127.0.0.1; stopped at the end."""
-    port = _free_port()
-    server = subprocess.Popen(
-        [str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        with socket.socket() as sock:
-            if sock.connect_ex(("127.0.0.1", port)) == 0:
-                break
-        time.sleep(0.1)
-    else:
-        server.kill()
-        pytest.fail("moto_server did not listen within 30 s")
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.terminate()
-        server.wait(timeout=10)
+    from tools.moto_sqs import moto_server
+
+    with moto_server() as endpoint:
+        yield endpoint
 
 
 @pytest.fixture()
 def sqs(sqs_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> object:
     """The standard AWS environment pointing at moto (worker subprocesses inherit it)."""
-    for name, value in {
-        "AWS_ENDPOINT_URL_SQS": sqs_endpoint,
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_SESSION_TOKEN": "",
-        "AWS_DEFAULT_REGION": "us-east-1",
-    }.items():
+    from tools.moto_sqs import sqs_environment
+
+    for name, value in sqs_environment(sqs_endpoint).items():
         monkeypatch.setenv(name, value)
     from meshing_core.queue.sqs import sqs_client
 

@@ -20,9 +20,11 @@ import contextlib
 import multiprocessing
 import os
 import sys
+import time
 import types
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import wait as futures_wait
 
 # what every chunk imports: loaded once, in the forkserver
 PRELOAD = (
@@ -57,15 +59,46 @@ def _context() -> multiprocessing.context.BaseContext:
     return context
 
 
+class _Pool(ProcessPoolExecutor):
+    """A pool that lets its workers finish starting before it shuts down.
+
+    A worker forked from the forkserver unpickles the pool's queue locks as it starts; a pool
+    shut down before that (bad input found while the workers import) removed the locks under
+    it, and each such worker printed a FileNotFoundError traceback.
+    """
+
+    size = 0
+
+    def _wait_until_started(self, timeout_s: float = 60.0) -> None:
+        """Until every worker has answered (a no-op per worker, repeated as needed)."""
+        seen: set[int] = set()
+        deadline = time.monotonic() + timeout_s
+        while len(seen) < self.size and time.monotonic() < deadline:
+            probes = [self.submit(_worker_pid) for _ in range(self.size)]
+            done, _ = futures_wait(probes, timeout=max(0.0, deadline - time.monotonic()))
+            seen.update(f.result() for f in done if f.exception() is None)
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        if wait and self.size and not cancel_futures:
+            with contextlib.suppress(Exception):  # a broken pool has nothing left to wait for
+                self._wait_until_started()
+        super().shutdown(wait=wait, cancel_futures=cancel_futures)
+
+
+def _worker_pid() -> int:
+    time.sleep(0.02)  # long enough that each probe lands on another idle worker
+    return os.getpid()
+
+
 def spawn_pool(workers: int) -> ProcessPoolExecutor:
     """A started pool of ``workers`` processes forked from the preloaded forkserver.
 
     A process takes the parent's main-module data when it starts, and a pool starts one
     process per submit (reusing idle ones), so all ``workers`` are launched at once under
-    ``_bare_main`` (no-op submits are the fallback where the pool cannot launch them itself).
+    ``_bare_main``; shutting down first waits for every worker to have started (``_Pool``).
     """
     with _bare_main():
-        pool = ProcessPoolExecutor(
+        pool = _Pool(
             max_workers=int(workers),
             mp_context=_context(),
             initializer=_adopt_environment,
@@ -74,7 +107,5 @@ def spawn_pool(workers: int) -> ProcessPoolExecutor:
         launch = getattr(pool, "_launch_processes", None)  # CPython >= 3.9: all at once
         if callable(launch):
             launch()
-        else:
-            for _ in range(int(workers)):
-                pool.submit(int)
+        pool.size = int(workers)
     return pool
