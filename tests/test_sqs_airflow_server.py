@@ -1,0 +1,78 @@
+"""``sqs`` mode through the real scheduler and triggerer (``make airflow``'s server on a free
+loopback port): a batch task is seen ``deferred`` while real SQS workers (moto_server) mesh its
+chunks, then succeeds, and so does the run."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import yaml
+
+from tests.cli_support import REPO
+from tools.airflow_env import free_port
+from tools.airflow_serve import standalone
+from tools.moto_sqs import sqs_environment
+
+DAG_ID = "mesh_example"
+TIMESTAMP = "2021-03-04T00:00:00Z"
+
+
+def test_a_batch_defers_while_workers_mesh_then_succeeds(example_dir, sqs, sqs_endpoint, tmp_path):
+    from meshing_core.queue.sqs import ensure_queues
+
+    dataset = tmp_path / "example"
+    shutil.copytree(example_dir, dataset)
+    graph_yaml = dataset / "graph.yaml"
+    data = yaml.safe_load(graph_yaml.read_text())
+    data["sqs"] = {"queue": "mesh-server", "poll_s": 1, "aws_conn_id": "aws_none"}
+    data["batches"]["chunks_per_batch"] = 32
+    graph_yaml.write_text(yaml.safe_dump(data, sort_keys=False))
+    configs = tmp_path / "configs"
+    configs.mkdir()
+    (configs / "example.yaml").write_text("graph: ../example/graph.yaml\nmode: sqs\n")
+    ensure_queues(sqs, "mesh-server", max_receive_count=3, visibility_timeout_s=60)
+    aws = sqs_environment(sqs_endpoint)
+    with standalone(tmp_path / "home", configs, free_port(), extra_env=aws) as server:
+        server.wait_for_dag(DAG_ID, timeout=120)
+        response = server.api(
+            "POST", f"/api/v2/dags/{DAG_ID}/dagRuns",
+            {"logical_date": None, "conf": {"timestamp": TIMESTAMP, "max_layer": 2}},
+        )  # fmt: skip
+        assert response.status_code == 200, response.text
+        run_id = response.json()["dag_run_id"]
+        path = f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances"
+        deferred = None
+        deadline = time.monotonic() + 180
+        while deferred is None and time.monotonic() < deadline:  # no worker yet: it waits
+            tis = server.get(path, limit=100)["task_instances"]
+            deferred = next(
+                (t for t in tis if t["task_id"] == "layer_2.batch" and t["state"] == "deferred"),
+                None,
+            )
+            time.sleep(0.5)
+        assert deferred is not None, "a layer-2 batch is deferred while its chunks wait"
+        command = [sys.executable, "-m", "meshing_core", "worker", "--graph", str(graph_yaml),
+                   "--queue", "mesh-server"]  # fmt: skip
+        workers = [
+            subprocess.Popen(command, cwd=REPO, env={**os.environ, **aws},
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            for _ in range(2)
+        ]  # fmt: skip
+        try:
+            run = server.wait_for_run(DAG_ID, run_id, timeout=300)
+        finally:
+            for worker in workers:
+                worker.send_signal(signal.SIGTERM)
+            codes = [worker.wait(timeout=60) for worker in workers]
+        assert run["state"] == "success", run
+        assert codes == [0, 0]
+        tis = server.get(path, limit=100)["task_instances"]
+        batches = [t for t in tis if t["task_id"] == "layer_2.batch"]
+        assert batches and {t["state"] for t in batches} == {"success"}
+    shards = list((dataset / "watershed" / "graphene_meshes" / "initial" / "2").glob("*.shard"))
+    assert shards
