@@ -47,11 +47,15 @@ class Figures:
 
 def _cli(*args: str, env: dict[str, str] | None = None) -> float:
     started = time.perf_counter()
-    subprocess.run(
+    proc = subprocess.run(
         [sys.executable, "-m", "meshing_core", *args, "-q"],
-        cwd=REPO, env=env, check=True, stdout=subprocess.DEVNULL, timeout=3600,
+        cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        timeout=3600,
     )  # fmt: skip
-    return time.perf_counter() - started
+    seconds = time.perf_counter() - started
+    if proc.returncode != 0:
+        raise RuntimeError(f"{args[0]} failed ({proc.returncode}): {proc.stderr[-2000:]}")
+    return seconds
 
 
 def _copy(source: Path, name: str) -> Path:

@@ -30,6 +30,7 @@ from meshing_core.queue.sqs import MAX_HOLD_S, max_receive_count, queue_counts, 
 log = logging.getLogger(__name__)
 
 WAIT_S = 10  # long-poll length: also how soon an idle worker notices SIGTERM
+EMPTY_WAIT_S = 1  # the long poll of a worker that exits when the queue is empty
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"  # the command line's
 HOLD_MARGIN_S = 60  # stop holding a message this long before SQS's 12-hour cap
 
@@ -139,18 +140,20 @@ class ChunkWorker:
     def run(self) -> WorkerTotals:
         """Poll until stopped (or, with ``exit_when_empty``, until nothing is queued or held)."""
         log.info("worker on %s for graph %s", self.url, self.config.name)
+        # a worker that exits when the queue is empty polls briefly, so it notices soon
+        wait_s = min(self.wait_s, EMPTY_WAIT_S) if self.exit_when_empty else self.wait_s
         while not self.stopping.is_set():
+            if self.exit_when_empty and not any(queue_counts(self.client, self.url).values()):
+                log.info("queue empty, nothing in flight: exiting")
+                break
             answer = self.client.receive_message(
                 QueueUrl=self.url,
                 MaxNumberOfMessages=1,
-                WaitTimeSeconds=self.wait_s,
+                WaitTimeSeconds=wait_s,
                 AttributeNames=["ApproximateReceiveCount"],
             )
             messages = answer.get("Messages") or []
             if not messages:
-                if self.exit_when_empty and not any(queue_counts(self.client, self.url).values()):
-                    log.info("queue empty, nothing in flight: exiting")
-                    break
                 continue
             self.handle(messages[0])
         log.info("worker done: %s", self.totals.describe())
