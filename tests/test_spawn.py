@@ -66,3 +66,23 @@ def test_later_pools_see_the_parents_environment_and_skip_reimports(tmp_path: Pa
     first, second, parent_loaded = proc.stdout.split()
     assert (first, second) == ("first", "second")
     assert parent_loaded == "False"  # the chunk unit is imported in the server, not the parent
+
+
+def test_bad_input_found_while_workers_start_is_one_line_and_the_command_exits(
+    example_copy: Path,
+):
+    """The pool starts before the inputs are checked; an input error then must not leave
+    workers dying with tracebacks (or the command hanging) while it shuts down."""
+    import shutil
+
+    shutil.rmtree(example_copy / "watershed" / "graphene_meshes", ignore_errors=True)
+    for _ in range(3):  # a race: several tries
+        proc = subprocess.run(
+            [sys.executable, "-m", "meshing_core", "mesh", "--graph",
+             str(example_copy / "graph.yaml"), "--layer", "2", "--workers", "2"],
+            capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert proc.returncode == 2
+        lines = proc.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error: mesh info "), proc.stderr
+        assert "setup --graph" in lines[0]

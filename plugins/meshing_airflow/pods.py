@@ -189,6 +189,7 @@ def pod_partial(config: Any, graph_yaml: str, layer: int, **common: Any) -> Any:
         env_vars=secret_env(secrets),
         labels={"app": "meshing", "graph": pod_name(config.name, 0)[:63], "layer": str(layer)},
         startup_timeout_seconds=int(kube["startup_timeout_s"]),
+        startup_check_interval_seconds=1,
         active_deadline_seconds=int(float(settings["timeout_s"])),
         on_finish_action="delete_pod",
         get_logs=True,
