@@ -80,3 +80,14 @@ def sqs(sqs_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> object:
     from meshing_core.queue.sqs import sqs_client
 
     return sqs_client()
+
+
+# -- Airflow: a migrated metadata DB per test module ---------------------------------------------
+@pytest.fixture(scope="module")
+def airflow_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An AIRFLOW_HOME with its SQLite metadata DB migrated (for ``dag.test`` runs)."""
+    from tools.airflow_env import airflow_env, migrate_db
+
+    home = tmp_path_factory.mktemp("airflow-home")
+    migrate_db(airflow_env(home), home / "migrate.log", timeout=300)
+    return home

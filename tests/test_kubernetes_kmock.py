@@ -12,40 +12,17 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 import yaml
 from cli_support import REPO, run_cli
+from dag_run_support import example_dag_run, mesh_shards
 from kubelet_standin import KubeCluster
-
-from tools.airflow_env import airflow_env, migrate_db
 
 TS = "2021-03-04T00:00:00Z"
 CONN_ID = "kmock_k8s"
 NAMESPACE = "meshing"
-
-RUN = """
-import json, os, sys
-from airflow.dag_processing.dagbag import DagBag
-bag = DagBag(dag_folder=os.environ["AIRFLOW__CORE__DAGS_FOLDER"])
-dag = bag.get_dag(sys.argv[1])
-run = dag.test(run_conf=json.loads(sys.argv[2]))
-tis = run.get_task_instances()
-key = lambda t: f"{t.task_id}[{t.map_index}]"
-print("JSON" + json.dumps({"state": str(run.state),
-                           "tasks": {key(t): str(t.state) for t in tis},
-                           "durations": {key(t): t.duration for t in tis}}))
-"""
-
-
-@pytest.fixture(scope="module")
-def airflow_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    home = tmp_path_factory.mktemp("airflow-kmock")
-    migrate_db(airflow_env(home), home / "migrate.log", timeout=300)
-    return home
 
 
 def _configure(graph_yaml: Path, chunks_per_batch: int, **layer: object) -> None:
@@ -62,24 +39,15 @@ def _configure(graph_yaml: Path, chunks_per_batch: int, **layer: object) -> None
 
 
 def _dag_run(home: Path, graph_yaml: Path, cluster: KubeCluster, tmp_path: Path) -> dict:
-    configs = tmp_path / "configs"
-    configs.mkdir(exist_ok=True)
-    (configs / "example.yaml").write_text(f"graph: {graph_yaml}\nmode: kubernetes\n")
     kubeconfig = cluster.kubeconfig(tmp_path / "kubeconfig.json", NAMESPACE)
-    env = airflow_env(home, configs=configs)
-    env[f"AIRFLOW_CONN_{CONN_ID.upper()}"] = json.dumps(
+    connection = json.dumps(
         {"conn_type": "kubernetes", "extra": {"kube_config_path": str(kubeconfig)}}
     )
     conf = {"timestamp": TS, "mode": "kubernetes", "max_layer": 2}
-    proc = subprocess.run(
-        [sys.executable, "-c", RUN, "mesh_example", json.dumps(conf)],
-        env=env, cwd=REPO, capture_output=True, text=True, timeout=240,
+    return example_dag_run(
+        home, f"graph: {graph_yaml}\nmode: kubernetes\n", conf, tmp_path,
+        extra_env={f"AIRFLOW_CONN_{CONN_ID.upper()}": connection}, timeout=240,
     )  # fmt: skip
-    lines = [line for line in proc.stdout.splitlines() if line.startswith("JSON")]
-    assert lines, proc.stderr[-4000:]
-    output = proc.stdout + proc.stderr
-    errors = "\n".join(line for line in output.splitlines() if "rror" in line)
-    return {**json.loads(lines[-1][4:]), "output": output, "errors": errors[-4000:]}
 
 
 def _batches(result: dict) -> dict[int, str]:
@@ -90,11 +58,6 @@ def _batches(result: dict) -> dict[int, str]:
         for key, state in result["tasks"].items()
         if key.startswith(prefix)
     }
-
-
-def _shards(graph_yaml: Path, layer: int) -> dict[str, bytes]:
-    folder = graph_yaml.parent / "watershed" / "graphene_meshes" / "initial" / str(layer)
-    return {p.name: p.read_bytes() for p in sorted(folder.glob("*.shard"))}
 
 
 def _by_map_index(snapshot: dict) -> dict[int, dict]:
@@ -139,7 +102,7 @@ def test_batch_pods_run_to_success_and_match_mesh(
     # the operator followed the pod logs into the task log
     last_lines = [p["log"].strip().splitlines()[-1] for p in pods.values() if p["log"].strip()]
     assert last_lines and all(line in result["output"] for line in last_lines)
-    assert _shards(graph_yaml, 2) == _shards(local / "graph.yaml", 2) != {}
+    assert mesh_shards(graph_yaml, 2) == mesh_shards(local / "graph.yaml", 2) != {}
 
 
 def test_a_pod_exiting_non_zero_fails_its_batch_and_is_deleted(

@@ -4,7 +4,6 @@ shards are byte-identical to ``local`` mode's."""
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import signal
@@ -12,32 +11,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 import yaml
 from cli_support import REPO, run_cli
-
-from tools.airflow_env import airflow_env, migrate_db
+from dag_run_support import example_dag_run, mesh_shards
 
 TS = "2021-03-04T00:00:00Z"
-
-RUN = """
-import json, os, sys
-from airflow.dag_processing.dagbag import DagBag
-bag = DagBag(dag_folder=os.environ["AIRFLOW__CORE__DAGS_FOLDER"])
-dag = bag.get_dag(sys.argv[1])
-run = dag.test(run_conf=json.loads(sys.argv[2]))
-tis = run.get_task_instances()
-print("JSON" + json.dumps({"state": str(run.state),
-                           "tasks": {f"{t.task_id}[{t.map_index}]": str(t.state) for t in tis},
-                           "tries": {f"{t.task_id}[{t.map_index}]": t.try_number for t in tis}}))
-"""
-
-
-@pytest.fixture(scope="module")
-def airflow_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    home = tmp_path_factory.mktemp("airflow-sqs")
-    migrate_db(airflow_env(home), home / "migrate.log", timeout=300)
-    return home
 
 
 def _configure(graph_yaml: Path, queue: str, **layer: object) -> None:
@@ -49,19 +27,7 @@ def _configure(graph_yaml: Path, queue: str, **layer: object) -> None:
 
 
 def _dag_run(home: Path, graph_yaml: Path, conf: dict, tmp_path: Path) -> dict:
-    configs = tmp_path / "configs"
-    configs.mkdir(exist_ok=True)
-    (configs / "example.yaml").write_text(f"graph: {graph_yaml}\n")
-    proc = subprocess.run(
-        [sys.executable, "-c", RUN, "mesh_example", json.dumps(conf)],
-        env=airflow_env(home, configs=configs), cwd=REPO, capture_output=True, text=True,
-        timeout=600,
-    )  # fmt: skip
-    lines = [line for line in proc.stdout.splitlines() if line.startswith("JSON")]
-    assert lines, proc.stderr[-4000:]
-    output = proc.stdout + proc.stderr
-    errors = "\n".join(line for line in output.splitlines() if "rror" in line)
-    return {**json.loads(lines[-1][4:]), "output": output, "errors": errors[-4000:]}
+    return example_dag_run(home, f"graph: {graph_yaml}\n", conf, tmp_path)
 
 
 def _workers(graph_yaml: Path, queue: str, count: int, log: Path) -> list[subprocess.Popen]:
@@ -78,11 +44,6 @@ def _stop(workers: list[subprocess.Popen]) -> list[int]:
     for worker in workers:
         worker.send_signal(signal.SIGTERM)
     return [worker.wait(timeout=60) for worker in workers]
-
-
-def _shards(graph_yaml: Path, layer: int) -> dict[str, bytes]:
-    folder = graph_yaml.parent / "watershed" / "graphene_meshes" / "initial" / str(layer)
-    return {p.name: p.read_bytes() for p in sorted(folder.glob("*.shard"))}
 
 
 def test_sqs_mode_defers_while_workers_mesh_and_matches_local_mode(
@@ -114,7 +75,7 @@ def test_sqs_mode_defers_while_workers_mesh_and_matches_local_mode(
     assert "deferred" in result["output"].lower() or "defer" in result["output"].lower()
     log = (tmp_path / "workers.log").read_text()
     assert "fragment(s)" in log  # the workers meshed, not the batch tasks
-    assert _shards(graph_yaml, 2) == _shards(local / "graph.yaml", 2) != {}
+    assert mesh_shards(graph_yaml, 2) == mesh_shards(local / "graph.yaml", 2) != {}
     assert queue_counts(sqs, url) == {"visible": 0, "in_flight": 0}
     assert queue_counts(sqs, dead)["visible"] == 0
 
