@@ -20,6 +20,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from unittest import mock
 
 from bench.dataset import OUT, DatasetSpec, build_dataset
 from tools.moto_sqs import moto_server, sqs_environment
@@ -95,20 +96,12 @@ def run() -> Figures:
         figures.rounds += 1
     with moto_server() as endpoint:
         env = {**os.environ, **sqs_environment(endpoint)}
-        saved = {k: os.environ.get(k) for k in env}
-        os.environ.update(env)
-        try:
+        with mock.patch.dict(os.environ, env):  # this process's client finds moto too
             config = load_config(queued)
             url, _ = ensure_queues(
                 sqs_client(), "bench-sqs", max_receive_count=3,
                 visibility_timeout_s=int(config.layer_settings(2)["visibility_timeout_s"]),
             )  # fmt: skip
-        finally:
-            for key, value in saved.items():
-                if value is None:
-                    os.environ.pop(key, None)
-                else:
-                    os.environ[key] = value
         for stamp in stamps:
             figures.enqueue_seconds += _cli(
                 "mesh", "--graph", str(queued), "--layer", "2", "--timestamp", stamp,

@@ -46,6 +46,21 @@ def _stop(workers: list[subprocess.Popen]) -> list[int]:
     return [worker.wait(timeout=60) for worker in workers]
 
 
+def _layer_2_with_workers(
+    home: Path, graph_yaml: Path, queue: str, tmp_path: Path
+) -> tuple[dict, list[int]]:
+    """A DAG run of layer 2 in sqs mode while two worker processes serve ``queue``; the run's
+    result and the workers' exit codes after SIGTERM."""
+    workers = _workers(graph_yaml, queue, 2, tmp_path / "workers.log")
+    try:
+        result = _dag_run(
+            home, graph_yaml, {"timestamp": TS, "mode": "sqs", "max_layer": 2}, tmp_path
+        )
+    finally:
+        codes = _stop(workers)
+    return result, codes
+
+
 def test_sqs_mode_defers_while_workers_mesh_and_matches_local_mode(
     example_dir, airflow_home, sqs, tmp_path
 ):
@@ -61,13 +76,7 @@ def test_sqs_mode_defers_while_workers_mesh_and_matches_local_mode(
     from meshing_core.queue.sqs import ensure_queues, queue_counts
 
     url, dead = ensure_queues(sqs, "mesh-dag", max_receive_count=2, visibility_timeout_s=30)
-    workers = _workers(graph_yaml, "mesh-dag", 2, tmp_path / "workers.log")
-    try:
-        result = _dag_run(
-            airflow_home, graph_yaml, {"timestamp": TS, "mode": "sqs", "max_layer": 2}, tmp_path
-        )
-    finally:
-        codes = _stop(workers)
+    result, codes = _layer_2_with_workers(airflow_home, graph_yaml, "mesh-dag", tmp_path)
     assert codes == [0, 0]  # SIGTERM: finish or release the chunk in hand, exit 0
     assert result["state"] == "success", result["errors"]
     batches = [k for k in result["tasks"] if k.startswith("layer_2.batch[")]
@@ -95,13 +104,7 @@ def test_a_poisoned_chunk_fails_its_batch_by_name_and_the_rest_is_done(
     victim = next((queued / "watershed").glob("*/96-128_32-64_16-32*"))
     victim.write_bytes(b"not a segmentation chunk")
     url, dead = ensure_queues(sqs, "mesh-dag-poison", max_receive_count=2, visibility_timeout_s=2)
-    workers = _workers(graph_yaml, "mesh-dag-poison", 2, tmp_path / "workers.log")
-    try:
-        result = _dag_run(
-            airflow_home, graph_yaml, {"timestamp": TS, "mode": "sqs", "max_layer": 2}, tmp_path
-        )
-    finally:
-        codes = _stop(workers)
+    result, codes = _layer_2_with_workers(airflow_home, graph_yaml, "mesh-dag-poison", tmp_path)
     assert codes == [0, 0]
     assert result["state"] == "failed"
     records = RecordStore(load_config(graph_yaml), parse_timestamp(TS))

@@ -20,7 +20,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, fields
 from typing import Any
 
 from meshing_core.config import GraphConfig
@@ -45,13 +45,10 @@ class WorkerTotals:
     chunks_failed: int = 0
     released: int = 0
     refused: int = 0
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def add(self, other: WorkerTotals) -> None:
-        for name in ("messages", "chunks_done", "chunks_skipped", "chunks_failed"):
+        for name in (f.name for f in fields(self)):
             setattr(self, name, getattr(self, name) + getattr(other, name))
-        self.released += other.released
-        self.refused += other.refused
 
     def describe(self) -> str:
         return (
