@@ -33,10 +33,18 @@ def _triple(
 
 
 def _graph_arg(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
+    which = parser.add_mutually_exclusive_group(required=True)
+    which.add_argument(
         "--graph",
-        required=True,
         help="the dataset's graph.yaml or its folder: a path, file://, s3:// or gs://",
+    )
+    which.add_argument(
+        "--cg_name",
+        "--cg-name",
+        dest="cg_name",
+        help="a PyChunkedGraph (CAVE) graph id, as in the procedure: its meta and custom data "
+        "make the config, nothing is written to disk (same as --graph pychunkedgraph:NAME; "
+        "needs the pychunkedgraph extra and the BigTable environment)",
     )
 
 
@@ -459,7 +467,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     from meshing_core.run.layer import ChunkFailuresError
 
     try:
-        if getattr(args, "graph", None) is not None:
+        if getattr(args, "cg_name", None) is not None:
+            from meshing_core.config import pychunkedgraph_config
+
+            args.config = pychunkedgraph_config(args.cg_name, mip=getattr(args, "mip", None))
+        elif getattr(args, "graph", None) is not None:
             from meshing_core.config import load_config
 
             args.config = load_config(args.graph)  # checked before any work or log line

@@ -6,6 +6,7 @@ uploaded. Loading resolves them; every problem is reported as one line naming th
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
@@ -33,8 +34,11 @@ log = logging.getLogger(__name__)
 
 CONFIG_NAME = "graph.yaml"
 DEFAULT_MESH_DIR = "graphene_meshes"
-BACKENDS = ("embedded",)
+BACKENDS = ("embedded", "pychunkedgraph")
 _MESH_DIR = re.compile(r"^[A-Za-z0-9_.-]+$")
+#: ``--graph pychunkedgraph:NAME`` (what ``--cg_name NAME`` stands for): no file, the graph's
+#: own meta and custom data make the config.
+PCG_SOURCE_PREFIX = "pychunkedgraph:"
 _QUANTITY = re.compile(r"^[0-9]+(\.[0-9]+)?(m|k|Ki|M|Mi|G|Gi|T|Ti|P|Pi|E|Ei)?$")
 
 
@@ -183,7 +187,7 @@ _TOP_KEYS = (
     "sqs",
     "kubernetes",
 )
-_GRAPH_KEYS = ("backend", "path")
+_GRAPH_KEYS = ("backend", "path", "graph_id")
 _MESH_KEYS = ("dir", "mip", "max_error", "verify", "max_triangles")
 
 
@@ -199,7 +203,7 @@ class GraphConfig:
     source: Path | str
     name: str
     backend: str
-    graph_path: str
+    graph_path: str  # the embedded file; for PyChunkedGraph "pychunkedgraph:<graph id>"
     watershed: str
     mesh_dir: str
     mip: int
@@ -213,6 +217,7 @@ class GraphConfig:
     sqs: dict[str, Any] = field(default_factory=lambda: dict(DEFAULT_SQS))
     kubernetes: dict[str, Any] = field(default_factory=lambda: dict(DEFAULT_KUBERNETES))
     raw: dict[str, Any] = field(default_factory=dict)
+    graph_id: str | None = None  # the PyChunkedGraph graph (BigTable table) of that backend
 
     @property
     def queue(self) -> str:
@@ -318,6 +323,31 @@ def _layers(data: dict[str, Any], source: Any, renamed: list[str]) -> dict[str, 
     return out
 
 
+def _graph_location(
+    graph: dict[str, Any], backend: str, base: str, source: Any
+) -> tuple[str | None, str]:
+    """``(graph_id, graph_path)``: the embedded file's path, or the PyChunkedGraph graph id."""
+    if backend == "pychunkedgraph":
+        if "path" in graph:
+            raise ConfigError(
+                f"{source}: graph.path is for the embedded backend; a pychunkedgraph graph is "
+                "named by graph.graph_id (its BigTable table, --cg_name in the procedure)"
+            )
+        graph_id = graph.get("graph_id")
+        if not isinstance(graph_id, str) or not graph_id.strip():
+            raise ConfigError(
+                f"{source}: missing field 'graph.graph_id': name the PyChunkedGraph graph "
+                "(its BigTable table, --cg_name in the procedure)"
+            )
+        return graph_id, f"{PCG_SOURCE_PREFIX}{graph_id}"
+    if "graph_id" in graph:
+        raise ConfigError(
+            f"{source}: graph.graph_id is for backend 'pychunkedgraph'; an embedded graph is "
+            "named by graph.path"
+        )
+    return None, paths.resolve(str(_require(graph, "path", source)), base)
+
+
 def _read_source(path: str | Path) -> tuple[Path | str, str, str]:
     """``(source, folder, text)`` of a graph.yaml given as a path, a folder or a URL."""
     location = paths.dataset_location(path, "graph config")
@@ -361,6 +391,8 @@ def load_config(path: str | Path) -> GraphConfig:
     ``path`` is a graph.yaml or its folder: local, ``file://``, ``s3://`` or ``gs://``. Every
     key is known and every setting checked here, before any work starts.
     """
+    if str(path).startswith(PCG_SOURCE_PREFIX):
+        return pychunkedgraph_config(str(path)[len(PCG_SOURCE_PREFIX) :])
     source, base, text = _read_source(path)
     try:
         data = yaml.safe_load(text) or {}
@@ -378,6 +410,7 @@ def load_config(path: str | Path) -> GraphConfig:
         raise ConfigError(
             f"{source}: field 'graph.backend' is {backend!r}; known: {', '.join(BACKENDS)}"
         )
+    graph_id, graph_path = _graph_location(graph, backend, base, source)
     mesh = _mapping(data, "mesh", source)
     _known(mesh, _MESH_KEYS, "mesh", source)
     try:
@@ -406,7 +439,8 @@ def load_config(path: str | Path) -> GraphConfig:
         source=source,
         name=str(data.get("name") or paths.split_name(base)[1]),
         backend=backend,
-        graph_path=paths.resolve(str(_require(graph, "path", source)), base),
+        graph_path=graph_path,
+        graph_id=graph_id,
         watershed=paths.resolve(str(_require(data, "watershed", source)), base),
         mesh_dir=mesh_dir,
         mip=mip,
@@ -429,6 +463,58 @@ def load_config(path: str | Path) -> GraphConfig:
     for message in renamed:
         log.warning("%s", message)
     return config
+
+
+def pychunkedgraph_config(graph_id: str, mip: int | None = None) -> GraphConfig:
+    """The config of a PyChunkedGraph graph named on the command line (``--cg_name``).
+
+    Nothing is written: the watershed, chunk size and layers come from the graph's meta, the
+    mesh settings from its custom data ``mesh`` block when setup wrote one, else from the
+    watershed info's ``mesh`` dir, ``mip`` (``--mip``, default 0) and the procedure's default
+    error (the largest dimension of the mesh mip's resolution). Every process that gets the
+    source ``pychunkedgraph:NAME`` (an SQS worker, a pool worker) rebuilds the same config.
+    """
+    from meshing_core.graph.pcg import describe_graph
+
+    facts = describe_graph(graph_id)
+    source = f"{PCG_SOURCE_PREFIX}{facts['graph_id']}"
+    stored = facts["custom_mesh"]
+    ws_info: dict[str, Any] = {}
+    if not stored:
+        from meshing_core.store import files
+
+        raw = files.read_file(facts["watershed"], "info")
+        ws_info = json.loads(raw) if raw else {}
+    mesh_mip = int(mip if mip is not None else stored.get("mip", 0))
+    if stored.get("max_error") is not None:
+        max_error = float(stored["max_error"])
+    else:
+        scales = ws_info.get("scales") or []
+        if mesh_mip >= len(scales):
+            raise ConfigError(
+                f"{source}: mip {mesh_mip} is not a scale of watershed {facts['watershed']} "
+                f"(it has {len(scales)}): downsample the watershed first or pass another --mip"
+            )
+        max_error = float(max(scales[mesh_mip]["resolution"]))
+    mesh_dir = str(stored.get("dir") or ws_info.get("mesh") or DEFAULT_MESH_DIR)
+    return GraphConfig(
+        source=source,
+        name=str(facts["graph_id"]),
+        backend="pychunkedgraph",
+        graph_path=source,
+        graph_id=str(facts["graph_id"]),
+        watershed=str(facts["watershed"]).rstrip("/"),
+        mesh_dir=mesh_dir,
+        mip=mesh_mip,
+        max_error=max_error,
+        verify=bool(stored.get("verify", False)),
+        chunk_size=tuple(int(c) for c in facts["chunk_size"]),  # type: ignore[arg-type]
+        n_layers=int(facts["n_layers"]),
+        spatial_bits=int(facts["spatial_bits"]),
+        batches=dict(DEFAULT_BATCHES),
+        layers={},
+        raw={"graph": {"backend": "pychunkedgraph", "graph_id": facts["graph_id"]}},
+    )
 
 
 def write_config(

@@ -33,7 +33,7 @@ def summarize(config: GraphConfig, timestamp: float) -> dict[str, Any]:
                 "layer": layer,
                 "chunk_bounds": list(bounds),
                 "chunks": bounds[0] * bounds[1] * bounds[2],
-                "nodes": counts.get(layer, 0),
+                "nodes": counts.get(layer, 0) if counts else None,
                 "max_nodes_per_chunk": graph.max_chunk_node_count(layer),
             }
             if layer >= 2:
@@ -89,7 +89,7 @@ def describe(config: GraphConfig, timestamp: float) -> str:
         bounds = "x".join(map(str, row["chunk_bounds"]))
         shards = row.get("shards", "-")
         lines.append(
-            f"{row['layer']:>5} {bounds:>14} {row['chunks']:>8} {row['nodes']:>9} "
+            f"{row['layer']:>5} {bounds:>14} {row['chunks']:>8} {_shown(row['nodes']):>9} "
             f"{row['max_nodes_per_chunk']:>9} {shards:>7}"
         )
     meshed = facts["custom_data_mesh"] or {}
@@ -100,3 +100,7 @@ def describe(config: GraphConfig, timestamp: float) -> str:
     else:
         lines.append("meshed      no finished run recorded (custom data has no max_layer yet)")
     return "\n".join(lines)
+
+
+def _shown(value: int | None) -> str:
+    return "-" if value is None else str(value)

@@ -2,6 +2,9 @@
 
 Chunks here take seconds each (256x256x64 voxels of a dense synthetic neurite volume), as on a
 real dataset: a record flushed only every N chunks would lose minutes of work on a kill.
+The kill comes a fixed time after the first shard is published (not after setup): on a loaded
+machine the first chunk alone can take longer than the grace period, which left the test with
+nothing old enough to check.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from meshing_core.config import load_config
 from meshing_core.run.records import RecordStore, RunJournal
 from meshing_core.store.paths import to_cloudpath
 
-KILL_AFTER_S = 10.0
+KILL_AFTER_FIRST_SHARD_S = 7.0  # > GRACE_S: the first shard is always old enough to count
 GRACE_S = 5.0
 
 
@@ -49,7 +52,7 @@ def slow_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return Path(graph_yaml)
 
 
-def test_a_kill_10_s_into_layer_2_loses_at_most_the_last_5_s(slow_dataset: Path):
+def test_a_kill_in_layer_2_loses_at_most_the_last_5_s(slow_dataset: Path):
     config = load_config(slow_dataset)
     layer2 = Path(config.mesh_cloudpath[len("file://") :]) / "initial" / "2"
     proc = subprocess.Popen(
@@ -58,11 +61,11 @@ def test_a_kill_10_s_into_layer_2_loses_at_most_the_last_5_s(slow_dataset: Path)
         cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     deadline = time.monotonic() + 120
-    started = None
+    first_shard = None
     while time.monotonic() < deadline and proc.poll() is None:
-        if started is None and (layer2.parent.parent / "info").exists():
-            started = time.monotonic()  # setup written: layer 2 begins
-        if started is not None and time.monotonic() - started >= KILL_AFTER_S:
+        if first_shard is None and layer2.is_dir() and any(layer2.glob("*.shard")):
+            first_shard = time.monotonic()
+        if first_shard is not None and time.monotonic() - first_shard >= KILL_AFTER_FIRST_SHARD_S:
             os.kill(proc.pid, signal.SIGKILL)
             break
         time.sleep(0.01)

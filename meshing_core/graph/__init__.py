@@ -4,7 +4,8 @@ Everything outside this package opens a graph with ``open_graph(config)``, which
 the config's ``graph.backend``, and closes it with ``close()`` (part of the protocol); nothing
 outside it imports a backend module. ``embedded`` is the SQLite file built by ``ingest``
 (``create_graph_file`` is the ingest-side writer), local or on object storage (``cache``: a
-local copy keyed by content); further backends (PyChunkedGraph) plug in here.
+local copy keyed by content); ``pcg`` reads a PyChunkedGraph (CAVE, BigTable) deployment
+through PyChunkedGraph's own API, imported only when a config selects it.
 """
 
 from __future__ import annotations
@@ -41,8 +42,13 @@ def open_graph(config: Any) -> ChunkedGraphReader:
         from meshing_core.graph.embedded import open_embedded
 
         return open_embedded(config)
+    if backend == "pychunkedgraph":
+        from meshing_core.graph.pcg import open_pychunkedgraph
+
+        return open_pychunkedgraph(config)
     raise UnknownBackendError(
-        f"{config.source}: graph.backend {backend!r} is not available: use 'embedded'"
+        f"{config.source}: graph.backend {backend!r} is not available: use 'embedded' or "
+        "'pychunkedgraph'"
     )
 
 

@@ -236,18 +236,25 @@ class EmbeddedGraph:
         return {k: np.array(v, dtype=np.uint64) for k, v in out.items()}
 
     def parents(self, node_ids: Sequence[int], timestamp: float) -> dict[int, int]:
-        """Parent of each node at ``timestamp``; nodes without one (roots) are left out."""
+        """Parent of each node at ``timestamp``; nodes without one (roots) are left out.
+
+        The parent is the newest one created by ``timestamp``, as in PyChunkedGraph, whose
+        parent cells are never deleted: for a node alive at ``timestamp`` that is its alive
+        parent; a superseded node keeps pointing at the parent it had when it was replaced, so
+        the root of a superseded node is the superseded root, on both backends.
+        """
         out: dict[int, int] = {}
         keys = sorted({int(n) for n in node_ids})
         for part in _chunks(keys):
             marks = ",".join("?" * len(part))
-            out.update(
-                self.conn.execute(
-                    "SELECT c.child, c.parent FROM children c JOIN nodes n ON n.id = c.parent "
-                    f"WHERE c.child IN ({marks}) AND {_ALIVE}",
-                    (*part, timestamp, timestamp),
-                )
+            # SQLite returns the bare column (parent) of the row holding MAX(created)
+            rows = self.conn.execute(
+                "SELECT c.child, c.parent, MAX(n.created) FROM children c "
+                "JOIN nodes n ON n.id = c.parent "
+                f"WHERE c.child IN ({marks}) AND n.created <= ? GROUP BY c.child",
+                (*part, timestamp),
             )
+            out.update((child, parent) for child, parent, _ in rows)
         return out
 
     def _climb(self, node_ids: np.ndarray, timestamp: float, stop_layer: int) -> np.ndarray:

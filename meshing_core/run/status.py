@@ -87,7 +87,7 @@ def status(config: GraphConfig, timestamp: float | None = None) -> dict[str, Any
                 "chunks_done": summary["chunks_done"],
                 "chunks_empty": summary["chunks_empty"],
                 "chunks_failed": summary["chunks_failed"],
-                "nodes": int(node_counts.get(layer, 0)),
+                "nodes": _count(node_counts, layer),
                 "fragments": summary["fragments"],
                 "bytes": summary["bytes"],
                 "batches_recorded": summary["batches_recorded"],
@@ -142,7 +142,7 @@ def format_status(report: dict[str, Any]) -> str:
                 str(layer["chunks_failed"]),
                 str(layer["chunks_total"]),
                 str(layer["chunks_empty"]),
-                str(layer["nodes"]),
+                "-" if layer["nodes"] is None else str(layer["nodes"]),
                 str(layer["fragments"]),
                 _size(layer["bytes"]),
             )
@@ -160,3 +160,8 @@ def format_status(report: dict[str, Any]) -> str:
         if hidden > 0:
             lines.append(f"failed: layer {layer['layer']}: {hidden} more chunks not listed")
     return "\n".join(lines)
+
+
+def _count(counts: dict[int, int], layer: int) -> int | None:
+    """A layer's node count, or None where the backend does not count (PyChunkedGraph)."""
+    return int(counts.get(layer, 0)) if counts else None
