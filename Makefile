@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.requirements-stamp
 DEMO_DIR ?= .demo
 
-.PHONY: venv demo airflow test bench lint clean
+.PHONY: venv demo airflow test bench lint clean pychunkedgraph
 
 $(STAMP): requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -26,6 +26,15 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) -m bench
+
+# The PyChunkedGraph backend's extra, for labs with a CAVE deployment (never run by CI: its
+# repository is not reachable from the machines that test this project). PyChunkedGraph pins
+# numpy 1.26, cloud-volume 8, DracoPy 1.3 and the conda-only graph_tool, which conflict with this
+# stack, so it goes in with --no-deps beside the few modules its read path imports.
+PCG_COMMIT := c1b7740d00e0872ab6e31fdd332ed6dccf3a036f
+pychunkedgraph: $(STAMP)
+	$(PY) -m pip install -q '.[pychunkedgraph]'
+	$(PY) -m pip install -q --no-deps 'pychunkedgraph @ git+https://github.com/seung-lab/PyChunkedGraph@$(PCG_COMMIT)'
 
 lint: $(STAMP)
 	$(PY) -m ruff check .

@@ -1,5 +1,5 @@
 """``python -m bench``: layer-2 meshing vs the seed recipe, all layers of a 5-layer graph, the
-builder at 1024x1024x256, and the same graph meshed through the Airflow DAG vs directly.
+builder at 1024x1024x256, graph API calls per chunk through the PyChunkedGraph backend, and the same graph meshed through the Airflow DAG vs directly.
 
 Prints raw figures and ``RATIO <name> <value>`` lines (medians over ``--repeats`` runs).
 """
@@ -11,10 +11,10 @@ import logging
 import sys
 import time
 
-from bench import build_large, dag_vs_direct, layer2, sqs_vs_local, stitch
+from bench import build_large, dag_vs_direct, layer2, pcg_reads, sqs_vs_local, stitch
 from bench.dataset import DatasetSpec, build_dataset
 
-BENCHES = ("layer2", "stitch", "build", "dag_vs_direct", "sqs_vs_local")
+BENCHES = ("layer2", "stitch", "pcg_reads", "build", "dag_vs_direct", "sqs_vs_local")
 
 
 def _layer2(args: argparse.Namespace) -> None:
@@ -32,6 +32,11 @@ def _layer2(args: argparse.Namespace) -> None:
 
 def _stitch(args: argparse.Namespace) -> None:
     for line in stitch.report(*stitch.run()):
+        print(line, flush=True)
+
+
+def _pcg_reads(args: argparse.Namespace) -> None:
+    for line in pcg_reads.report(pcg_reads.run()):
         print(line, flush=True)
 
 
@@ -84,6 +89,8 @@ def main() -> None:
         _layer2(args)
     if "stitch" in selected:
         _stitch(args)
+    if "pcg_reads" in selected:
+        _pcg_reads(args)
     if "build" in selected:
         _build(args)
     if "dag_vs_direct" in selected:

@@ -28,6 +28,7 @@ import copy
 import datetime
 import logging
 import os
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -45,7 +46,10 @@ PCG_COMMIT = "c1b7740d00e0872ab6e31fdd332ed6dccf3a036f"
 #: What a config or ``--cg_name`` turns into: ``--graph pychunkedgraph:NAME`` is the same.
 SOURCE_PREFIX = "pychunkedgraph:"
 CREDENTIAL_VARIABLES = ("GOOGLE_APPLICATION_CREDENTIALS", "BIGTABLE_PROJECT", "BIGTABLE_INSTANCE")
-INSTALL_HINT = "install the extra: pip install '.[pychunkedgraph]' (see the README's CAVE section)"
+INSTALL_HINT = (
+    "install it with `make pychunkedgraph` (PyChunkedGraph at c1b7740 with --no-deps, plus the "
+    "modules its read path imports: pip install '.[pychunkedgraph]'); see the README's CAVE section"
+)
 #: Chunks of one layer whose id counters size the minishards (all of them when fewer).
 COUNTER_SAMPLE = 1024
 
@@ -79,14 +83,44 @@ def check_credentials() -> None:
         )
 
 
+class _NeedsGraphTool:
+    """Stands for a graph_tool name: PyChunkedGraph's edit code imports graph_tool (conda only)
+    at module level, but its read path never calls it."""
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        raise ImportError("graph_tool is needed for PyChunkedGraph edits, not for meshing")
+
+
+def _graph_tool_placeholder() -> None:
+    """Register placeholder ``graph_tool`` modules whose names are ``_NeedsGraphTool``."""
+    import types
+
+    for name in ("graph_tool", "graph_tool.flow", "graph_tool.search", "graph_tool.topology"):
+        module = types.ModuleType(name)
+        module.__getattr__ = lambda attr: _NeedsGraphTool  # type: ignore[method-assign]
+        sys.modules[name] = module
+
+
 def _chunkedgraph_class() -> Any:
-    try:
-        from pychunkedgraph.graph import ChunkedGraph
-    except ImportError as exc:
-        raise PyChunkedGraphError(
-            f"PyChunkedGraph is not installed ({exc}): {INSTALL_HINT}"
-        ) from None
-    return ChunkedGraph
+    for attempt in range(2):
+        try:
+            from pychunkedgraph.graph import ChunkedGraph
+
+            return ChunkedGraph
+        except ModuleNotFoundError as exc:
+            if attempt == 0 and (exc.name or "").split(".")[0] == "graph_tool":
+                for name in [m for m in sys.modules if m.split(".")[0] == "pychunkedgraph"]:
+                    del sys.modules[name]  # half-imported: import again with the placeholder
+                _graph_tool_placeholder()
+                continue
+            raise PyChunkedGraphError(
+                f"PyChunkedGraph is not installed ({exc}): {INSTALL_HINT}"
+            ) from None
+        except ImportError as exc:
+            raise PyChunkedGraphError(
+                f"PyChunkedGraph is not installed ({exc}): {INSTALL_HINT}"
+            ) from None
+    raise AssertionError("unreachable")
 
 
 def _child_attribute() -> Any:
