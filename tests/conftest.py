@@ -60,6 +60,19 @@ def example_from(request: pytest.FixtureRequest):
     return build
 
 
+# -- PyChunkedGraph: the stand-in of its API, over copies of embedded graphs -------------------
+@pytest.fixture(scope="module")
+def standin(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """The stand-in's tables folder, active in this process and the subprocesses it starts
+    (PYTHONPATH, PCG_STANDIN_TABLES and dummy BigTable credentials); undone at the end."""
+    from tools.pcg_standin import activate, deactivate
+
+    tables = tmp_path_factory.mktemp("pcg-tables")
+    activate(tables)
+    yield tables
+    deactivate()
+
+
 # -- SQS: a real moto_server on loopback ------------------------------------------------------
 @pytest.fixture(scope="session")
 def sqs_endpoint() -> Iterator[str]:

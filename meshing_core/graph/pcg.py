@@ -4,8 +4,8 @@ Written against seung-lab/PyChunkedGraph at commit c1b7740d00e0872ab6e31fdd332ed
 (``pychunkedgraph.graph.ChunkedGraph`` and its ``meta``). Only the public read API is used:
 ``ChunkedGraph(graph_id=...)``, ``meta`` (layer count, bitmasks, chunk size, resolution, voxel
 bounds, watershed path, custom data, dataset info), ``range_read_chunk`` at a timestamp,
-``get_parents``, ``get_children``, ``get_roots`` (with ``stop_layer``), ``id_client.
-get_max_node_id`` and ``update_meta`` for the custom data ``mesh`` block.
+``get_parents``, ``get_children``, ``get_roots`` (with ``stop_layer``), ``is_latest_roots``,
+``id_client.get_max_node_id`` and ``update_meta`` for the custom data ``mesh`` block.
 
 Every query is one call per node list or per chunk, never one per node: on BigTable the round
 trip is the cost. PyChunkedGraph is imported lazily, here only, so nothing else needs it
@@ -15,9 +15,10 @@ a config file.
 
 Two semantics differ from the embedded file and are handled here:
 - PyChunkedGraph never deletes a row: a chunk's range read at time t returns every node created
-  by t, superseded ones included. A node is alive at t exactly when its first child's parent at
-  t is the node itself (children never change; an edit gives every child a new parent), so
-  ``chunk_nodes`` keeps those, with one batched parent read.
+  by t, superseded ones included. An edit replaces every ancestor of what it changes up to the
+  root, and only roots are marked superseded (``NewParent``), so a node is alive at t exactly
+  when its root at t is a latest root at t: ``chunk_nodes`` keeps those with one batched roots
+  read and one ``is_latest_roots`` call per chunk.
 - Node counts per layer and the edit history would need a scan of the whole table; ``node_counts``
   and ``history`` report them as unknown (empty) rather than scanning.
 """
@@ -271,19 +272,21 @@ class PyChunkedGraphReader:
         if not rows:
             return np.zeros(0, dtype=np.uint64)
         nodes = np.array(sorted(int(k) for k in rows), dtype=np.uint64)
-        firsts = np.zeros(nodes.size, dtype=np.uint64)
-        for i, node in enumerate(nodes):
-            kids = np.sort(_uint64(rows[node][0].value))  # newest cell first, as BigTable returns
-            self._children[int(node)] = kids
-            firsts[i] = kids[0] if kids.size else 0
-        has_child = firsts != 0
-        alive = np.zeros(nodes.size, dtype=bool)
-        if has_child.any():
-            parents = _uint64(
-                self.cg.get_parents(firsts[has_child], time_stamp=when, fail_to_zero=True)
-            )
-            alive[has_child] = parents == nodes[has_child]
-        return nodes[alive]
+        for node in nodes:  # newest cell first, as BigTable returns them
+            self._children[int(node)] = np.sort(_uint64(rows[node][0].value))
+        # superseded rows stay: a node is alive when its root at t is not superseded at t (an
+        # edit replaces every ancestor of what it changes, up to the root)
+        roots = _uint64(self.cg.get_roots(nodes, time_stamp=when, fail_to_zero=True))
+        unique = np.unique(roots[roots != 0])
+        if unique.size == 0:
+            return np.zeros(0, dtype=np.uint64)
+        # is_latest_roots reads before its time bound (exclusive): one millisecond (BigTable's
+        # resolution) later includes the edits made exactly at t, as every other read does
+        latest = np.asarray(
+            self.cg.is_latest_roots(unique, time_stamp=when + datetime.timedelta(milliseconds=1)),
+            dtype=bool,
+        )
+        return nodes[np.isin(roots, unique[latest])]
 
     def max_chunk_node_count(self, layer: int) -> int:
         """An upper bound from PyChunkedGraph's id counters (nodes ever made in a chunk).

@@ -1,0 +1,1 @@
+"""Helpers shared by the graph modules (basetypes, timestamps, id arithmetic)."""
