@@ -18,6 +18,16 @@ COPY plugins/ plugins/
 COPY dags/ dags/
 COPY configs/ configs/
 
+# For a PyChunkedGraph (CAVE) graph: docker build --build-arg PYCHUNKEDGRAPH=<commit> . installs
+# what `make pychunkedgraph` does (its read path's modules, then PyChunkedGraph with --no-deps).
+ARG PYCHUNKEDGRAPH=""
+RUN if [ -n "$PYCHUNKEDGRAPH" ]; then \
+      apt-get update && apt-get install -y --no-install-recommends git \
+      && rm -rf /var/lib/apt/lists/* \
+      && pip install '.[pychunkedgraph]' \
+      && pip install --no-deps "pychunkedgraph @ git+https://github.com/seung-lab/PyChunkedGraph@${PYCHUNKEDGRAPH}"; \
+    fi
+
 # workers exit 0 on SIGTERM after finishing (or releasing) the chunk in hand
 STOPSIGNAL SIGTERM
 ENTRYPOINT ["python", "-m", "meshing_core"]

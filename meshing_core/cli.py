@@ -102,11 +102,6 @@ def _cmd_mesh(args: argparse.Namespace) -> None:
     from meshing_core.timestamps import format_timestamp, parse_timestamp
 
     config = args.config
-    if args.mip is not None and args.mip != config.mip:
-        raise MeshingError(
-            f"--mip {args.mip} differs from mip {config.mip} in {config.source}: "
-            "drop --mip, or rebuild the dataset with --mip and run setup --reset"
-        )
     if args.skip_cache:
         log.info("--skip_cache accepted for compatibility; this mesher keeps no cache")
     if args.chunk_index_range is not None and args.timestamp is None:
@@ -328,6 +323,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--reset", action="store_true", help="clear the mesh dir's shards and records first"
     )
+    p.add_argument(
+        "--mip",
+        type=int,
+        help="with --cg_name on a graph not set up yet: the mip to mesh at (default 0); "
+        "otherwise it must match the config",
+    )
     p.set_defaults(func=_cmd_setup)
 
     p = sub.add_parser("mesh", parents=[common], help="mesh the chunks of one layer")
@@ -467,6 +468,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     from meshing_core.run.layer import ChunkFailuresError
 
     try:
+        from meshing_core.config import PCG_SOURCE_PREFIX
+
+        graph = getattr(args, "graph", None)
+        if graph is not None and graph.startswith(PCG_SOURCE_PREFIX):
+            args.cg_name, args.graph = graph[len(PCG_SOURCE_PREFIX) :], None  # one path
         if getattr(args, "cg_name", None) is not None:
             from meshing_core.config import pychunkedgraph_config
 
@@ -475,6 +481,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             from meshing_core.config import load_config
 
             args.config = load_config(args.graph)  # checked before any work or log line
+        mip = getattr(args, "mip", None)
+        if getattr(args, "config", None) is not None and mip is not None and mip != args.config.mip:
+            raise MeshingError(
+                f"--mip {mip} differs from mip {args.config.mip} in {args.config.source}: drop "
+                "--mip, or change the mip where it is set (graph.yaml, or the graph's custom "
+                "data mesh block) and run setup --reset"
+            )
         func(args)
     except (MeshingError, ChunkFailuresError) as exc:
         message = " ".join(str(exc).split())  # always one line

@@ -398,6 +398,11 @@ def load_config(path: str | Path) -> GraphConfig:
         data = yaml.safe_load(text) or {}
     except yaml.YAMLError as exc:
         raise ConfigError(f"{source}: not valid YAML ({str(exc).splitlines()[0]})") from exc
+    return _parse(data, source, base)
+
+
+def _parse(data: Any, source: Path | str, base: str) -> GraphConfig:
+    """Check a config's content (a graph.yaml's, or one made from a PyChunkedGraph graph)."""
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: expected a mapping at the top level")
     _known(data, _TOP_KEYS, "", source)
@@ -468,53 +473,50 @@ def load_config(path: str | Path) -> GraphConfig:
 def pychunkedgraph_config(graph_id: str, mip: int | None = None) -> GraphConfig:
     """The config of a PyChunkedGraph graph named on the command line (``--cg_name``).
 
-    Nothing is written: the watershed, chunk size and layers come from the graph's meta, the
-    mesh settings from its custom data ``mesh`` block when setup wrote one, else from the
+    Nothing is written: the watershed, chunk size and layers come from the graph's meta; the
+    mesh settings from its custom data ``mesh`` block (written by setup), else from the
     watershed info's ``mesh`` dir, ``mip`` (``--mip``, default 0) and the procedure's default
-    error (the largest dimension of the mesh mip's resolution). Every process that gets the
-    source ``pychunkedgraph:NAME`` (an SQS worker, a pool worker) rebuilds the same config.
+    error (the largest dimension of the mesh mip's resolution). A block that names a mip wins
+    over ``mip`` (commands then refuse a differing ``--mip``), so every process that gets the
+    source ``pychunkedgraph:NAME`` (an SQS worker, a pool worker) rebuilds the same config. The
+    result goes through the same checks as a graph.yaml.
     """
     from meshing_core.graph.pcg import describe_graph
 
     facts = describe_graph(graph_id)
-    source = f"{PCG_SOURCE_PREFIX}{facts['graph_id']}"
-    stored = facts["custom_mesh"]
-    ws_info: dict[str, Any] = {}
-    if not stored:
+    source = f"{PCG_SOURCE_PREFIX}{graph_id}"
+    stored = dict(facts["custom_mesh"])
+    raw = None
+    if not all(stored.get(key) is not None for key in ("dir", "mip", "max_error")):
         from meshing_core.store import files
 
         raw = files.read_file(facts["watershed"], "info")
-        ws_info = json.loads(raw) if raw else {}
-    mesh_mip = int(mip if mip is not None else stored.get("mip", 0))
-    if stored.get("max_error") is not None:
-        max_error = float(stored["max_error"])
-    else:
+    ws_info: dict[str, Any] = json.loads(raw) if raw else {}
+    mesh_mip = stored.get("mip", mip if mip is not None else 0)
+    max_error = stored.get("max_error")
+    if max_error is None:
         scales = ws_info.get("scales") or []
-        if mesh_mip >= len(scales):
+        if not isinstance(mesh_mip, int) or not 0 <= mesh_mip < len(scales):
             raise ConfigError(
                 f"{source}: mip {mesh_mip} is not a scale of watershed {facts['watershed']} "
                 f"(it has {len(scales)}): downsample the watershed first or pass another --mip"
             )
         max_error = float(max(scales[mesh_mip]["resolution"]))
-    mesh_dir = str(stored.get("dir") or ws_info.get("mesh") or DEFAULT_MESH_DIR)
-    return GraphConfig(
-        source=source,
-        name=str(facts["graph_id"]),
-        backend="pychunkedgraph",
-        graph_path=source,
-        graph_id=str(facts["graph_id"]),
-        watershed=str(facts["watershed"]).rstrip("/"),
-        mesh_dir=mesh_dir,
-        mip=mesh_mip,
-        max_error=max_error,
-        verify=bool(stored.get("verify", False)),
-        chunk_size=tuple(int(c) for c in facts["chunk_size"]),  # type: ignore[arg-type]
-        n_layers=int(facts["n_layers"]),
-        spatial_bits=int(facts["spatial_bits"]),
-        batches=dict(DEFAULT_BATCHES),
-        layers={},
-        raw={"graph": {"backend": "pychunkedgraph", "graph_id": facts["graph_id"]}},
-    )
+    data = {
+        "name": graph_id,
+        "graph": {"backend": "pychunkedgraph", "graph_id": graph_id},
+        "watershed": facts["watershed"],
+        "mesh": {
+            "dir": stored.get("dir") or ws_info.get("mesh") or DEFAULT_MESH_DIR,
+            "mip": mesh_mip,
+            "max_error": max_error,
+            "verify": bool(stored.get("verify", False)),
+        },
+        "chunk_size": list(facts["chunk_size"]),
+        "n_layers": int(facts["n_layers"]),
+        "spatial_bits": int(facts["spatial_bits"]),
+    }
+    return _parse(data, source, "")
 
 
 def write_config(

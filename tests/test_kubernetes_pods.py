@@ -35,7 +35,7 @@ ticket = {"timestamp": 1614816000.0, "timestamp_rfc3339": "2021-03-04T00:00:00Z"
 descriptor = plan_layer(config, layer)[-1]
 partial = pod_partial(config, graph_yaml, layer, task_id="batch", ticket=ticket)
 operator = partial.operator_class(**partial.kwargs, descriptor=descriptor)
-operator.arguments = operator.batch_arguments()
+operator.prepare_pod()  # what execute does before the pod starts
 pod = operator.build_pod_request_obj(dry_run=True)
 print("JSON" + json.dumps({"pod": ApiClient().sanitize_for_serialization(pod),
                            "descriptor": descriptor, "class": type(operator).__name__}))

@@ -183,3 +183,25 @@ def test_pychunkedgraph_bad_input_is_one_line_before_anything_is_queued(
         line = _one_error_line(run_cli("setup", "--cg_name", "example_bad", check=False))
         assert "not installed" in line
     assert queue_counts(sqs, url) == {"visible": 0, "in_flight": 0}
+
+
+def test_pychunkedgraph_batch_pods_get_the_bigtable_environment(example_dir, standin, tmp_path):
+    """kubernetes mode: the pod mounts the key and gets BIGTABLE_PROJECT / BIGTABLE_INSTANCE
+    from the task's environment; without a google secret the batch is refused in one line."""
+    import kubernetes_validate
+    from test_kubernetes_pods import K8S_VERSION, _build, _configure
+
+    pcg_yaml = _pcg_copy(example_dir, standin, tmp_path, "example_pods")
+    _configure(pcg_yaml)
+    pod = _build(pcg_yaml, 2, tmp_path / "airflow")["pod"]
+    kubernetes_validate.validate(pod, K8S_VERSION, strict=True)
+    (container,) = pod["spec"]["containers"]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env == {
+        "GOOGLE_APPLICATION_CREDENTIALS": "/root/.cloudvolume/secrets/google-secret.json",
+        "BIGTABLE_PROJECT": os.environ["BIGTABLE_PROJECT"],
+        "BIGTABLE_INSTANCE": os.environ["BIGTABLE_INSTANCE"],
+    }
+    _configure(pcg_yaml, secrets={"aws": "aws-secret"})
+    with pytest.raises(AssertionError, match="kubernetes.secrets.google"):
+        _build(pcg_yaml, 2, tmp_path / "airflow")

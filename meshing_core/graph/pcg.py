@@ -30,7 +30,7 @@ import datetime
 import logging
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -44,8 +44,6 @@ log = logging.getLogger(__name__)
 
 #: The commit this backend was written and checked against.
 PCG_COMMIT = "c1b7740d00e0872ab6e31fdd332ed6dccf3a036f"
-#: What a config or ``--cg_name`` turns into: ``--graph pychunkedgraph:NAME`` is the same.
-SOURCE_PREFIX = "pychunkedgraph:"
 CREDENTIAL_VARIABLES = ("GOOGLE_APPLICATION_CREDENTIALS", "BIGTABLE_PROJECT", "BIGTABLE_INSTANCE")
 INSTALL_HINT = (
     "install it with `make pychunkedgraph` (PyChunkedGraph at c1b7740 with --no-deps, plus the "
@@ -59,12 +57,41 @@ class PyChunkedGraphError(MeshingError):
     """The PyChunkedGraph backend cannot be used: not installed, no credentials, unknown graph."""
 
 
-def _utc(timestamp: float) -> datetime.datetime:
-    return datetime.datetime.fromtimestamp(float(timestamp), tz=datetime.UTC)
+_EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC)
+
+
+def _until(timestamp: float) -> datetime.datetime:
+    """The time bound that makes every read see the cells written at or before ``timestamp``.
+
+    BigTable keeps milliseconds and its time range end is exclusive whatever PyChunkedGraph's
+    ``end_time_inclusive`` says (that only rounds a sub-millisecond end up). One millisecond
+    past ``timestamp``'s millisecond, passed to every call, gives "at or before t" everywhere,
+    the embedded graph's meaning, including for edits made exactly at t.
+    """
+    millis = int(np.floor(round(float(timestamp) * 1e6) / 1000.0))
+    return _EPOCH + datetime.timedelta(milliseconds=millis + 1)
 
 
 def _uint64(values: Any) -> np.ndarray:
     return np.asarray(values, dtype=np.uint64).reshape(-1)
+
+
+def _on_unique(
+    values: Any, answer: Callable[[np.ndarray], Any], problem: Callable[[int], str]
+) -> np.ndarray:
+    """One call for the distinct non-zero ids of ``values``, spread back to their shape (0 stays
+    0); an id answered 0 (PyChunkedGraph's ``fail_to_zero``) is an error named by ``problem``."""
+    flat = np.asarray(values, dtype=np.uint64)
+    unique = np.unique(flat)
+    unique = unique[unique != 0]
+    if unique.size == 0:
+        return np.zeros_like(flat)
+    found = _uint64(answer(unique))
+    if found.size != unique.size or np.any(found == 0):
+        missing = unique if found.size != unique.size else unique[found == 0]
+        raise MeshingError(problem(int(missing[0])))
+    pos = np.searchsorted(unique, flat).clip(0, unique.size - 1)
+    return np.where(flat == 0, np.uint64(0), found[pos]).astype(np.uint64)
 
 
 def check_credentials() -> None:
@@ -106,10 +133,9 @@ def _chunkedgraph_class() -> Any:
     for attempt in range(2):
         try:
             from pychunkedgraph.graph import ChunkedGraph
-
-            return ChunkedGraph
-        except ModuleNotFoundError as exc:
-            if attempt == 0 and (exc.name or "").split(".")[0] == "graph_tool":
+        except ImportError as exc:
+            missing = (getattr(exc, "name", None) or "").split(".")[0]
+            if attempt == 0 and missing == "graph_tool":
                 for name in [m for m in sys.modules if m.split(".")[0] == "pychunkedgraph"]:
                     del sys.modules[name]  # half-imported: import again with the placeholder
                 _graph_tool_placeholder()
@@ -117,11 +143,28 @@ def _chunkedgraph_class() -> Any:
             raise PyChunkedGraphError(
                 f"PyChunkedGraph is not installed ({exc}): {INSTALL_HINT}"
             ) from None
-        except ImportError as exc:
-            raise PyChunkedGraphError(
-                f"PyChunkedGraph is not installed ({exc}): {INSTALL_HINT}"
-            ) from None
+        _check_bigtable_client()
+        return ChunkedGraph
     raise AssertionError("unreachable")
+
+
+def _check_bigtable_client() -> None:
+    """PyChunkedGraph at this commit assigns ``RowSet.row_keys``, read-only since
+    google-cloud-bigtable 2.46: every read would fail deep inside the client."""
+    if "google.cloud.bigtable" not in sys.modules:
+        return  # this PyChunkedGraph does not read through google-cloud-bigtable
+    from google.cloud.bigtable.row_set import RowSet
+
+    try:
+        RowSet().row_keys = []
+    except AttributeError:
+        from importlib.metadata import version
+
+        raise PyChunkedGraphError(
+            f"google-cloud-bigtable {version('google-cloud-bigtable')} is too new for "
+            "PyChunkedGraph at c1b7740 (it assigns RowSet.row_keys, read-only since 2.46): "
+            "install 'google-cloud-bigtable<2.46' (`make pychunkedgraph` does)"
+        ) from None
 
 
 def _child_attribute() -> Any:
@@ -193,13 +236,24 @@ def _watershed_path(location: str) -> str:
 class PyChunkedGraphReader:
     """``ChunkedGraphReader`` over a ``pychunkedgraph.graph.ChunkedGraph``.
 
-    Children never change, so children read by a chunk range read are kept and answered from
-    memory afterwards: stitching asks for the children of the nodes it just listed.
+    Children never change, so the children read by a chunk range read are kept (until the next
+    chunk's read) and answered from memory: stitching asks for the children of the nodes it
+    just listed.
     """
 
     def __init__(self, cg: Any, watershed: str | None = None):
         self.cg = cg
-        self.meta = graph_meta(cg)
+        try:  # the meta reads the watershed's info through cloud-volume
+            self.meta = graph_meta(cg)
+        except PyChunkedGraphError:
+            raise
+        except Exception as exc:
+            reason = " ".join(str(exc).split())[:200] or type(exc).__name__
+            raise PyChunkedGraphError(
+                f"PyChunkedGraph graph {cg.graph_id!r}: its watershed "
+                f"{cg.meta.data_source.WATERSHED} cannot be read ({reason}): check the "
+                "watershed's info file and the credentials for its bucket"
+            ) from None
         own = _watershed_path(str(cg.meta.data_source.WATERSHED))
         if watershed is not None and watershed.rstrip("/") != own:
             raise PyChunkedGraphError(
@@ -211,23 +265,18 @@ class PyChunkedGraphReader:
 
     # -- per node list ------------------------------------------------------------------------
     def l2_ids(self, supervoxels: np.ndarray, timestamp: float) -> np.ndarray:
-        svs = np.asarray(supervoxels, dtype=np.uint64)
-        unique = np.unique(svs)
-        unique = unique[unique != 0]
-        if unique.size == 0:
-            return np.zeros_like(svs)
-        parents = _uint64(
-            self.cg.get_parents(unique, time_stamp=_utc(timestamp), fail_to_zero=True)
+        def parents(unique: np.ndarray) -> np.ndarray:
+            return self.cg.get_parents(unique, time_stamp=_until(timestamp), fail_to_zero=True)
+
+        return _on_unique(
+            supervoxels,
+            parents,
+            lambda sv: (
+                f"supervoxel {sv} has no layer-2 parent at {timestamp} in PyChunkedGraph "
+                f"graph {self.meta.graph_id!r}: the watershed does not match this graph, or the "
+                "timestamp precedes the graph"
+            ),
         )
-        if parents.size != unique.size or np.any(parents == 0):
-            missing = unique[parents == 0] if parents.size == unique.size else unique
-            raise MeshingError(
-                f"supervoxel {int(missing[0])} has no layer-2 parent at {timestamp} in "
-                f"PyChunkedGraph graph {self.meta.graph_id!r}: the watershed does not match this "
-                "graph, or the timestamp precedes the graph"
-            )
-        pos = np.searchsorted(unique, svs).clip(0, unique.size - 1)
-        return np.where(svs == 0, np.uint64(0), parents[pos]).astype(np.uint64)
 
     def children(self, node_ids: Sequence[int]) -> dict[int, np.ndarray]:
         wanted = [int(n) for n in node_ids]
@@ -241,18 +290,23 @@ class PyChunkedGraphReader:
         return {n: self._children[n] for n in wanted}
 
     def _highest(self, node_ids: np.ndarray, stop_layer: int, timestamp: float) -> np.ndarray:
-        flat = np.asarray(node_ids, dtype=np.uint64)
-        unique = np.unique(flat)
-        unique = unique[unique != 0]
-        if unique.size == 0:
-            return np.zeros_like(flat)
-        found = _uint64(
-            self.cg.get_roots(
-                unique, time_stamp=_utc(timestamp), stop_layer=int(stop_layer), ceil=False
+        def highest(unique: np.ndarray) -> np.ndarray:
+            return self.cg.get_roots(
+                unique,
+                time_stamp=_until(timestamp),
+                stop_layer=int(stop_layer),
+                ceil=False,
+                fail_to_zero=True,
             )
+
+        return _on_unique(
+            node_ids,
+            highest,
+            lambda node: (
+                f"node {node} has no parent at {timestamp} in PyChunkedGraph graph "
+                f"{self.meta.graph_id!r}: the timestamp precedes the node"
+            ),
         )
-        pos = np.searchsorted(unique, flat).clip(0, unique.size - 1)
-        return np.where(flat == 0, np.uint64(0), found[pos]).astype(np.uint64)
 
     def ancestors(self, node_ids: np.ndarray, layer: int, timestamp: float) -> np.ndarray:
         return self._highest(node_ids, min(int(layer), self.meta.n_layers), timestamp)
@@ -263,7 +317,7 @@ class PyChunkedGraphReader:
     # -- per chunk ----------------------------------------------------------------------------
     def chunk_nodes(self, layer: int, coords: Sequence[int], timestamp: float) -> np.ndarray:
         self.meta.check_layer(layer)
-        when = _utc(timestamp)
+        when = _until(timestamp)
         rows = self.cg.range_read_chunk(
             np.uint64(self.meta.chunk_id(layer, coords)),
             properties=_child_attribute(),
@@ -272,6 +326,7 @@ class PyChunkedGraphReader:
         if not rows:
             return np.zeros(0, dtype=np.uint64)
         nodes = np.array(sorted(int(k) for k in rows), dtype=np.uint64)
+        self._children = {}  # keep one chunk's rows: a worker's memory must not grow per chunk
         for node in nodes:  # newest cell first, as BigTable returns them
             self._children[int(node)] = np.sort(_uint64(rows[node][0].value))
         # superseded rows stay: a node is alive when its root at t is not superseded at t (an
@@ -280,12 +335,7 @@ class PyChunkedGraphReader:
         unique = np.unique(roots[roots != 0])
         if unique.size == 0:
             return np.zeros(0, dtype=np.uint64)
-        # is_latest_roots reads before its time bound (exclusive): one millisecond (BigTable's
-        # resolution) later includes the edits made exactly at t, as every other read does
-        latest = np.asarray(
-            self.cg.is_latest_roots(unique, time_stamp=when + datetime.timedelta(milliseconds=1)),
-            dtype=bool,
-        )
+        latest = np.asarray(self.cg.is_latest_roots(unique, time_stamp=when), dtype=bool)
         return nodes[np.isin(roots, unique[latest])]
 
     def max_chunk_node_count(self, layer: int) -> int:
@@ -320,12 +370,15 @@ class PyChunkedGraphReader:
         return copy.deepcopy(dict(self.cg.meta.custom_data or {}))
 
     def set_custom_data(self, data: dict[str, Any]) -> None:
-        """Replace the custom data in place and store the meta, as the procedure does."""
+        """Replace the custom data in place and store the meta through ``update_meta``."""
         custom = self.cg.meta.custom_data
         for key in [k for k in custom if k not in data]:
             del custom[key]
         custom.update(copy.deepcopy(data))
-        self.cg.update_meta(self.cg.meta, overwrite=True)
+        # overwrite=False: one new cell in one row mutation (reads take the newest). The
+        # procedure's overwrite=True deletes the meta row first, and a failure between the two
+        # writes would leave the production graph without meta.
+        self.cg.update_meta(self.cg.meta, overwrite=False)
 
     def dataset_info(self) -> dict[str, Any]:
         """What the ChunkedGraph server's ``info`` endpoint serves for this graph."""

@@ -19,6 +19,7 @@ stop a pod that outlives the layer's timeout.
 from __future__ import annotations
 
 import math
+import os
 import re
 from typing import Any
 
@@ -78,6 +79,32 @@ def secret_env(secrets: dict[str, str]) -> dict[str, str]:
     return {}
 
 
+def graph_environment(config: Any) -> dict[str, str]:
+    """What a pod needs to reach the graph beyond the mounted secrets.
+
+    A PyChunkedGraph graph is found through ``BIGTABLE_PROJECT`` / ``BIGTABLE_INSTANCE``:
+    passed on from this task's environment (the one setup opened the graph with), and its key
+    file must be mounted (``kubernetes.secrets.google``), never copied into the pod spec.
+    """
+    if getattr(config, "backend", "embedded") != "pychunkedgraph":
+        return {}
+    from meshing_core.errors import MeshingError
+
+    if "google" not in (config.kubernetes.get("secrets") or {}):
+        raise MeshingError(
+            f"{config.source}: a pychunkedgraph graph's pods need its service account key: "
+            "set kubernetes.secrets.google to the Kubernetes secret holding google-secret.json"
+        )
+    names = ("BIGTABLE_PROJECT", "BIGTABLE_INSTANCE")
+    missing = [n for n in names if not os.environ.get(n)]
+    if missing:
+        raise MeshingError(
+            f"PyChunkedGraph backend: {', '.join(missing)} not set in the Airflow worker: export "
+            "them where Airflow runs tasks (pods get them from there)"
+        )
+    return {n: os.environ[n] for n in names}
+
+
 def pod_name(graph: str, layer: int) -> str:
     """A DNS-1123 pod name prefix (the operator adds a random suffix)."""
     base = re.sub(r"[^a-z0-9-]", "-", f"mesh-{graph}-l{layer}".lower()).strip("-")
@@ -112,21 +139,35 @@ def _batch_pod_class(base: type, name: str, doc: str) -> type:
         )
         return [*command, "--workers", str(self.workers)]
 
+    def prepare_pod(self: Any) -> Any:
+        """The batch's command and the graph backend's environment; returns the config."""
+        from meshing_core.config import load_config
+
+        config = load_config(self.graph_yaml)
+        self.arguments = self.batch_arguments()
+        extra = graph_environment(config)
+        if extra and isinstance(self.env_vars, dict):  # kept as given until the pod is built
+            self.env_vars = {**self.env_vars, **extra}
+        elif extra:
+            added = [k8s.V1EnvVar(name=k, value=v) for k, v in extra.items()]
+            self.env_vars = [*(self.env_vars or []), *added]
+        return config
+
     def execute(self: Any, context: Any) -> dict[str, Any]:
         from airflow.sdk.exceptions import AirflowFailException
 
         from meshing_airflow.outcomes import airflow_outcomes
-        from meshing_core.config import load_config
         from meshing_core.run.lifecycle import collect_batch
         from meshing_core.run.plan import batch_label
 
         mode = str(self.ticket.get("mode", "kubernetes"))
         if mode != "kubernetes":
             raise AirflowFailException(f"this DAG runs kubernetes batches only, not {mode!r}")
-        self.arguments = self.batch_arguments()
+        with airflow_outcomes(f"{batch_label(self.descriptor)}: "):
+            config = self.prepare_pod()
         base.execute(self, context)  # the pod: deleted when it ends, fails or times out
         with airflow_outcomes(f"{batch_label(self.descriptor)}: "):
-            return collect_batch(load_config(self.graph_yaml), self.ticket, self.descriptor)
+            return collect_batch(config, self.ticket, self.descriptor)
 
     cls = type(
         name,
@@ -137,6 +178,7 @@ def _batch_pod_class(base: type, name: str, doc: str) -> type:
             "__qualname__": name,
             "__init__": __init__,
             "batch_arguments": batch_arguments,
+            "prepare_pod": prepare_pod,
             "execute": execute,
             "template_fields": (*base.template_fields, "descriptor", "ticket"),
         },

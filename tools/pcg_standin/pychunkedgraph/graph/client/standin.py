@@ -95,15 +95,23 @@ def _stamp(micros: int) -> datetime.datetime:
 
 
 class _Window:
-    """The cell timestamps a read sees: from ``start_time`` (inclusive) to ``end_time``."""
+    """The cell timestamps a read sees, as BigTable's time range filter does.
+
+    PyChunkedGraph rounds the start down and the end up (``end_inclusive``) or down to whole
+    milliseconds, and BigTable's range end is always exclusive: an "inclusive" read at a whole
+    millisecond t does not see a cell written at exactly t.
+    """
 
     def __init__(self, start_time=None, end_time=None, end_inclusive=False):
         self.low = None if start_time is None else _floor_ms(_to_micros(start_time))
         if end_time is None:
             self.high = None
         else:
-            end = _floor_ms(_to_micros(end_time))
-            self.high = end if end_inclusive else end - 1
+            micros = _to_micros(end_time)
+            end = _floor_ms(micros)
+            if end_inclusive and end != micros:
+                end += 1000  # rounded up to the next millisecond
+            self.high = end - 1  # exclusive end
 
     def __contains__(self, micros: int) -> bool:
         return (self.low is None or micros >= self.low) and (
