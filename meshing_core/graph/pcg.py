@@ -184,10 +184,16 @@ def connect(graph_id: str) -> Any:
         return chunked_graph(graph_id=str(graph_id))
     except Exception as exc:  # the client's own errors: missing table or meta row, auth, network
         reason = " ".join(str(exc).split()) or type(exc).__name__
+        fix = (
+            "point GOOGLE_APPLICATION_CREDENTIALS at a valid service account key with BigTable "
+            "read access"
+            if "Credentials" in type(exc).__name__ or "RefreshError" in type(exc).__name__
+            else "check the graph id (--cg_name or graph.graph_id) and BIGTABLE_PROJECT / "
+            "BIGTABLE_INSTANCE"
+        )
         raise PyChunkedGraphError(
             f"PyChunkedGraph graph {graph_id!r} cannot be opened in BigTable {where} "
-            f"({type(exc).__name__}: {reason[:200]}): check the graph id (--cg_name or "
-            "graph.graph_id) and BIGTABLE_PROJECT / BIGTABLE_INSTANCE"
+            f"({type(exc).__name__}: {reason[:200]}): {fix}"
         ) from None
 
 
