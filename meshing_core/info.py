@@ -34,7 +34,10 @@ def summarize(config: GraphConfig, timestamp: float) -> dict[str, Any]:
                 "chunk_bounds": list(bounds),
                 "chunks": bounds[0] * bounds[1] * bounds[2],
                 "nodes": counts.get(layer, 0) if counts else None,
-                "max_nodes_per_chunk": graph.max_chunk_node_count(layer),
+                # layer 1 only where nodes are counted (PyChunkedGraph keeps no supervoxel counters)
+                "max_nodes_per_chunk": graph.max_chunk_node_count(layer)
+                if layer >= 2 or counts
+                else None,
             }
             if layer >= 2:
                 shards = [n for n in list_files(initial_dir(config, layer)) if n.endswith(".shard")]
@@ -90,7 +93,7 @@ def describe(config: GraphConfig, timestamp: float) -> str:
         shards = row.get("shards", "-")
         lines.append(
             f"{row['layer']:>5} {bounds:>14} {row['chunks']:>8} {_shown(row['nodes']):>9} "
-            f"{row['max_nodes_per_chunk']:>9} {shards:>7}"
+            f"{_shown(row['max_nodes_per_chunk']):>9} {shards:>7}"
         )
     meshed = facts["custom_data_mesh"] or {}
     if "max_layer" in meshed:

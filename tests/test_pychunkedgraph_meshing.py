@@ -115,6 +115,12 @@ def test_pychunkedgraph_cg_name_meshes_with_no_file_in_a_few_calls_per_chunk(
     assert counted["get_parents"] <= 112 and counted["get_roots"] <= 112, counted
     assert sum(counted.values()) <= 2 * 112 + 10, counted
     assert setup_calls < 200  # counters of the chunks, read once
+    # status and info work from the id alone; node counts (a table scan) show as unknown
+    status = run_cli("status", "--cg_name", "example_cgname", "--timestamp", TS).stdout
+    row = next(line.split() for line in status.splitlines() if line.split()[:1] == ["2"])
+    assert row[3] == "112" and row[5] == "-", status  # total chunks; nodes unknown
+    info = run_cli("info", "--cg_name", "example_cgname").stdout
+    assert "layers      5" in info and "    2          7x4x4      112         -" in info, info
 
 
 def test_pychunkedgraph_graph_config_makes_the_same_dag(example_dir, standin, tmp_path):
