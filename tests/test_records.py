@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import base64
 import itertools
 import json
 import os
 import socket
+import time
 import uuid
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+import numpy as np
 import pytest
 from test_store_support import T0, T1, make_dataset
 
@@ -115,7 +118,31 @@ def test_done_and_failed_records_roll_up_per_batch(config, meta):
         f"records/{key}/2/batching.json",
     ]
     raw = files.read_json(config.mesh_cloudpath, f"records/{key}/2/batch-00000000.json")
-    assert raw["done"]["0_0_0"]["fragments"] == 3 and raw["timestamp"] == T1
+    assert raw["timestamp"] == T1
+    # completions as little-endian columns (layer chunk index, fragments, bytes, time)
+    columns = {k: base64.b64decode(v) for k, v in raw["done_columns"].items()}
+    index = np.frombuffer(columns["index"], "<u8")
+    fragments = np.frombuffer(columns["fragments"], "<u4")
+    by, bz = meta.layer_chunk_bounds(2)[1:]
+    assert dict(zip(index.tolist(), fragments.tolist(), strict=True))[(0 * by + 0) * bz + 0] == 3
+    assert np.all(np.diff(index.astype(np.int64)) > 0)
+
+
+def test_batch_objects_written_before_the_columns_still_read(config, meta):
+    """A batch object holding a ``done`` dict (older runs) reads and merges as before."""
+    key = records.timestamp_key(T1)
+    old = {"layer": 2, "batch": 0, "timestamp": T1, "chunks_per_batch": 4,
+           "done": {"0_0_0": {"fragments": 2, "bytes": 7, "time": 1.0}},
+           "failed": {"0_0_1": {"error": "x", "try": 1, "time": 1.0}}}  # fmt: skip
+    files.write_json(
+        config.mesh_cloudpath, f"records/{key}/2/batching.json", {"chunks_per_batch": 4}
+    )
+    files.write_json(config.mesh_cloudpath, f"records/{key}/2/batch-00000000.json", old)
+    store = RecordStore(config, T1, meta=meta)
+    assert store.done_chunks(2) == {(0, 0, 0): 2}
+    assert store.layer_summary(2)["bytes"] == 7 and store.layer_summary(2)["chunks_failed"] == 1
+    store.record_batch(2, 0, done={(0, 0, 1): {"fragments": 1, "bytes": 3}})
+    assert RecordStore(config, T1, meta=meta).done_chunks(2) == {(0, 0, 0): 2, (0, 0, 1): 1}
 
 
 def test_retry_counts_up_and_success_removes_failure(config, meta):
@@ -254,16 +281,23 @@ def test_status_reports_per_layer_from_batch_records(config, meta):
     graph = open_graph(config)
     counts = graph.node_counts(T1)
     graph.close()
+    recorded_at = layer2["first_done"]
+    assert abs(recorded_at - time.time()) < 60 and layer2["last_done"] == recorded_at
     assert layer2 == {
         "layer": 2,
         "chunks_total": 32,
         "chunks_done": 2,
         "chunks_empty": 1,
         "chunks_failed": 1,
+        "chunks_pending": 29,
         "nodes": counts[2],
         "fragments": 3,
         "bytes": 0,
         "batches_recorded": 1,
+        "first_done": recorded_at,
+        "last_done": recorded_at,
+        "chunks_per_minute": None,  # two completions at one instant: no rate yet
+        "eta_seconds": None,
         "failures": [
             {"chunk": [0, 1, 0], "error": "bad shard", "try": 1, "time": pytest.approx(0, abs=1e12)}
         ],
@@ -278,16 +312,11 @@ def test_status_reports_per_layer_from_batch_records(config, meta):
     assert "2.0 KiB" in text
     lines = text.splitlines()
     assert lines[2].split() == [
-        "layer",
-        "done",
-        "failed",
-        "total",
-        "empty",
-        "nodes",
-        "fragments",
-        "bytes",
-    ]
-    assert lines[3].split()[:5] == ["2", "2", "1", "32", "1"]
+        "layer", "done", "failed", "pending", "total", "empty", "nodes", "fragments", "bytes",
+        "chunks/min", "eta",
+    ]  # fmt: skip
+    assert lines[3].split()[:6] == ["2", "2", "1", "29", "32", "1"]
+    assert lines[3].split()[-2:] == ["-", "-"]  # no rate yet: no ETA
 
 
 def test_status_names_the_lease_holder(config):

@@ -33,6 +33,7 @@ drops their records. It is written only by the holder of the mesh dir's lease.
 
 from __future__ import annotations
 
+import base64
 import logging
 import math
 import socket
@@ -40,6 +41,9 @@ import time
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
+
+import numpy as np
+import orjson
 
 from meshing_core.config import DEFAULT_BATCHES, GraphConfig, positive_int
 from meshing_core.errors import MeshingError
@@ -194,6 +198,93 @@ def _done_entry(value: Any, when: float) -> dict[str, Any]:
     return {"fragments": int(fragments), "bytes": int(size or 0), "time": when}
 
 
+# -- completion records as columns ------------------------------------------------------------
+# A rolled-up batch stores its completions as four little-endian columns (layer chunk index,
+# fragments, bytes, time), base64 in the JSON object: a layer of a million chunks then reads as
+# a few numpy arrays per batch instead of a million small dicts (``status`` and the progress
+# view read every batch of a layer). Batch objects written before hold a ``done`` dict; both
+# read the same.
+DONE_COLUMNS = "done_columns"
+_COLUMN_TYPES = {"index": "<u8", "fragments": "<u4", "bytes": "<u8", "time": "<f8"}
+
+
+@dataclass
+class DoneColumns:
+    """Completion records of a set of chunks as arrays (``index``: position in the layer)."""
+
+    index: np.ndarray
+    fragments: np.ndarray
+    bytes: np.ndarray
+    time: np.ndarray
+
+    @classmethod
+    def empty(cls) -> DoneColumns:
+        return cls(*(np.zeros(0, dtype=t) for t in _COLUMN_TYPES.values()))
+
+    @classmethod
+    def concat(cls, parts: list[DoneColumns]) -> DoneColumns:
+        if not parts:
+            return cls.empty()
+        return cls(*(np.concatenate([getattr(p, k) for p in parts]) for k in _COLUMN_TYPES))
+
+
+def _key_index(key: str, bounds: Coords) -> int:
+    x, y, z = _parse_coords(key)
+    return (x * bounds[1] + y) * bounds[2] + z
+
+
+def _index_key(index: int, bounds: Coords) -> str:
+    xy, z = divmod(int(index), bounds[2])
+    x, y = divmod(xy, bounds[1])
+    return f"{x}_{y}_{z}"
+
+
+def encode_done(done: Mapping[str, Mapping[str, Any]], bounds: Coords) -> dict[str, str]:
+    """``{"x_y_z": {"fragments", "bytes", "time"}}`` as base64 columns, ordered by index."""
+    keys = list(done)
+    index = np.array([_key_index(k, bounds) for k in keys], dtype=np.uint64)
+    order = np.argsort(index, kind="stable")
+    values = {
+        "index": index[order],
+        "fragments": np.array([int(done[k]["fragments"]) for k in keys], np.uint32)[order],
+        "bytes": np.array([int(done[k].get("bytes", 0)) for k in keys], np.uint64)[order],
+        "time": np.array([float(done[k].get("time", 0.0)) for k in keys], np.float64)[order],
+    }
+    return {
+        name: base64.b64encode(np.ascontiguousarray(values[name], dtype=t).tobytes()).decode()
+        for name, t in _COLUMN_TYPES.items()
+    }
+
+
+def done_columns(stored: Mapping[str, Any], bounds: Coords) -> DoneColumns:
+    """The completions of a stored batch object (either form) as arrays."""
+    packed = stored.get(DONE_COLUMNS)
+    if packed is not None:
+        return DoneColumns(
+            *(np.frombuffer(base64.b64decode(packed[k]), dtype=t) for k, t in _COLUMN_TYPES.items())
+        )
+    done = stored.get("done") or {}
+    if not done:
+        return DoneColumns.empty()
+    keys = list(done)
+    return DoneColumns(
+        np.array([_key_index(k, bounds) for k in keys], dtype=np.uint64),
+        np.array([int(done[k]["fragments"]) for k in keys], dtype=np.uint32),
+        np.array([int(done[k].get("bytes", 0)) for k in keys], dtype=np.uint64),
+        np.array([float(done[k].get("time", 0.0)) for k in keys], dtype=np.float64),
+    )
+
+
+def _done_dict(stored: Mapping[str, Any], bounds: Coords) -> dict[str, dict[str, Any]]:
+    if DONE_COLUMNS not in stored:
+        return dict(stored.get("done") or {})
+    cols = done_columns(stored, bounds)
+    return {
+        _index_key(int(i), bounds): {"fragments": int(f), "bytes": int(b), "time": float(t)}
+        for i, f, b, t in zip(cols.index, cols.fragments, cols.bytes, cols.time, strict=True)
+    }
+
+
 # -- the record store -----------------------------------------------------------------------------
 class RecordStore:
     """Completion/failure records of one meshing timestamp (any ``files`` path: file://, gs://...)."""
@@ -274,9 +365,10 @@ class RecordStore:
 
     def _merge(self, stored: dict[str, Any] | None, chunk_names: Iterable[str]) -> dict[str, Any]:
         """A batch object with the given chunk objects applied on top (they are newer)."""
+        done = {} if stored is None else self._stored_done(stored)
         merged = {
-            **(stored or {}),
-            "done": dict((stored or {}).get("done", {})),
+            **{k: v for k, v in (stored or {}).items() if k != DONE_COLUMNS},
+            "done": done,
             "failed": dict((stored or {}).get("failed", {})),
         }
         names = list(chunk_names)
@@ -332,6 +424,57 @@ class RecordStore:
             if merged["done"] or merged["failed"]:
                 self._cache[(int(layer), number)] = merged
                 yield merged
+
+    def _stored_done(self, stored: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+        layer = stored.get("layer")
+        if layer is None:  # a batch object must name its layer to hold columns
+            return dict(stored.get("done") or {})
+        return _done_dict(stored, layer_bounds(self.meta, int(layer)))
+
+    def layer_columns(self, layer: int) -> tuple[DoneColumns, dict[Coords, dict[str, Any]], int]:
+        """Every completion of a layer as arrays, its failures, and how many batches have
+        records: one listing, one plain read per batch object, chunk objects only for batches
+        not rolled up yet. What ``status`` and the progress view count with."""
+        layer = int(layer)
+        bounds = layer_bounds(self.meta, layer)
+        layer_prefix = self.layer_prefix(layer) + "/"
+        batches: set[int] = set()
+        pending: dict[int, list[str]] = {}
+        for name in files.iter_files(self.root, layer_prefix):
+            rest = name[len(layer_prefix) :]
+            if rest.startswith(_BATCH_PREFIX):
+                batches.add(int(rest[len(_BATCH_PREFIX) :].split(".")[0]))
+            elif rest.startswith(_CHUNKS + "/"):
+                pending.setdefault(int(rest.split("/")[1]), []).append(name)
+        rolled = sorted(batches - set(pending))
+        raw = files.read_many(self.root, [self.batch_name(layer, b) for b in rolled])
+        parts: list[DoneColumns] = []
+        failures: dict[Coords, dict[str, Any]] = {}
+        recorded = 0
+        for name, data in raw.items():
+            if data is None:
+                continue
+            try:
+                stored = orjson.loads(data)
+            except orjson.JSONDecodeError as exc:
+                raise RecordError(
+                    f"record {self.root}/{name} is not valid JSON ({exc}): delete it and re-run "
+                    "the batch (its chunks will be meshed again)"
+                ) from exc
+            cols = done_columns(stored, bounds)
+            if cols.index.size or stored.get("failed"):
+                recorded += 1
+            parts.append(cols)
+            for key, entry in (stored.get("failed") or {}).items():
+                failures[_parse_coords(key)] = dict(entry)
+        for number, chunk_names in sorted(pending.items()):  # batches in flight: merge objects
+            merged = self._merge(self._read(self.batch_name(layer, number)), chunk_names)
+            if merged["done"] or merged["failed"]:
+                recorded += 1
+            parts.append(done_columns({"done": merged["done"]}, bounds))
+            for key, entry in merged["failed"].items():
+                failures[_parse_coords(key)] = dict(entry)
+        return DoneColumns.concat(parts), failures, recorded
 
     def done_chunks(self, layer: int) -> dict[Coords, int]:
         """Chunks with a completion record -> their fragment count (0: empty chunk)."""
@@ -430,25 +573,17 @@ class RecordStore:
         return next(iter(self.chunk_records(layer, [coords]).values())) is not None
 
     def layer_summary(self, layer: int) -> dict[str, Any]:
-        """Counts of one layer from its batch objects: done, empty, failed, fragments, bytes."""
-        summary = {
+        """Counts of one layer: done, empty, failed, fragments, bytes (``layer_columns``)."""
+        cols, failures, recorded = self.layer_columns(layer)
+        return {
             "layer": int(layer),
-            "batches_recorded": 0,
-            "chunks_done": 0,
-            "chunks_empty": 0,
-            "chunks_failed": 0,
-            "fragments": 0,
-            "bytes": 0,
+            "batches_recorded": recorded,
+            "chunks_done": int(cols.index.size),
+            "chunks_empty": int(np.count_nonzero(cols.fragments == 0)),
+            "chunks_failed": len(failures),
+            "fragments": int(cols.fragments.sum(dtype=np.int64)),
+            "bytes": int(cols.bytes.sum(dtype=np.uint64)),
         }
-        for stored in self._batch_objects(layer):
-            summary["batches_recorded"] += 1
-            for entry in stored.get("done", {}).values():
-                summary["chunks_done"] += 1
-                summary["chunks_empty"] += int(entry["fragments"]) == 0
-                summary["fragments"] += int(entry["fragments"])
-                summary["bytes"] += int(entry.get("bytes", 0))
-            summary["chunks_failed"] += len(stored.get("failed", {}))
-        return summary
 
     # writing
     def record_batch(
@@ -491,7 +626,10 @@ class RecordStore:
             key = self._key_in_batch(layer, batch, coords)
             new["failed"][key] = _failure_entry(value, new["failed"].get(key), now)
             new["done"].pop(key, None)
-        files.write_json(self.root, self.batch_name(layer, batch), new)
+        bounds = layer_bounds(self.meta, layer)
+        on_disk = {k: v for k, v in new.items() if k != "done"}
+        on_disk[DONE_COLUMNS] = encode_done(new["done"], bounds)
+        files.write_json(self.root, self.batch_name(layer, batch), on_disk)
         self._cache[(layer, batch)] = new
         return new
 

@@ -1,4 +1,4 @@
-"""``status``: per layer, chunks done/failed/total, nodes, fragments and bytes of one run.
+"""``status``: per layer, chunks done/failed/pending/total, nodes, fragments, bytes, rate, ETA.
 
 Reads the run journal, the lease and each layer's batch record objects (O(batches), never one
 object per chunk), plus the graph's node counts at the timestamp. The result is plain JSON
@@ -15,6 +15,7 @@ from meshing_core.errors import MeshingError
 from meshing_core.graph import open_graph
 from meshing_core.run import records
 from meshing_core.run.lease import read_lease, staleness, ttl_from_config
+from meshing_core.run.progress import layer_progress
 from meshing_core.timestamps import format_timestamp
 
 log = logging.getLogger(__name__)
@@ -57,8 +58,14 @@ def _lease_dict(config: GraphConfig) -> dict[str, Any] | None:
     }
 
 
-def status(config: GraphConfig, timestamp: float | None = None) -> dict[str, Any]:
-    """Progress of the run at ``timestamp`` (default: the last run in the journal)."""
+def status(
+    config: GraphConfig, timestamp: float | None = None, *, grid: bool = False
+) -> dict[str, Any]:
+    """Progress of the run at ``timestamp`` (default: the last run in the journal).
+
+    The per-layer numbers come from ``progress.layer_progress``, as the Airflow progress view's
+    do (it calls this with ``grid=True`` for the x-y chunk grids).
+    """
     journal = records.RunJournal(config)
     entry = journal.last() if timestamp is None else journal.get(timestamp)
     if timestamp is None:
@@ -77,21 +84,11 @@ def status(config: GraphConfig, timestamp: float | None = None) -> dict[str, Any
     store = records.RecordStore(config, float(timestamp), meta=meta)
     layers = []
     for layer in range(2, meta.n_layers + 1):
-        summary = store.layer_summary(layer)
-        failures = store.failures(layer)
-        shown = sorted(failures.items())[:MAX_FAILURES_SHOWN]
+        counted = layer_progress(store, layer, grid=grid)
         layers.append(
             {
-                "layer": layer,
-                "chunks_total": records.chunk_total(meta, layer),
-                "chunks_done": summary["chunks_done"],
-                "chunks_empty": summary["chunks_empty"],
-                "chunks_failed": summary["chunks_failed"],
+                **counted.as_dict(grid=grid, failures_shown=MAX_FAILURES_SHOWN),
                 "nodes": _count(node_counts, layer),
-                "fragments": summary["fragments"],
-                "bytes": summary["bytes"],
-                "batches_recorded": summary["batches_recorded"],
-                "failures": [{"chunk": list(coords), **info} for coords, info in shown],
             }
         )
     return {
@@ -103,6 +100,18 @@ def status(config: GraphConfig, timestamp: float | None = None) -> dict[str, Any
         "lease": _lease_dict(config),
         "layers": layers,
     }
+
+
+def format_duration(seconds: float | None) -> str:
+    """``1h02m``, ``3m05s``, ``12s``; ``-`` when unknown."""
+    if seconds is None:
+        return "-"
+    whole = int(round(seconds))
+    hours, rest = divmod(whole, 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{hours}h{minutes:02d}m"
+    return f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
 
 
 def _size(n: int) -> str:
@@ -132,19 +141,26 @@ def format_status(report: dict[str, Any]) -> str:
     if lease is not None:
         stale = f" (stale: {lease['stale']})" if lease.get("stale") else ""
         lines.append(f"lease held by {lease['text']}{stale}")
-    header = ("layer", "done", "failed", "total", "empty", "nodes", "fragments", "bytes")
+    header = (
+        "layer", "done", "failed", "pending", "total", "empty", "nodes", "fragments", "bytes",
+        "chunks/min", "eta",
+    )  # fmt: skip
     rows = [header]
     for layer in report["layers"]:
+        rate = layer.get("chunks_per_minute")
         rows.append(
             (
                 str(layer["layer"]),
                 str(layer["chunks_done"]),
                 str(layer["chunks_failed"]),
+                str(layer["chunks_pending"]),
                 str(layer["chunks_total"]),
                 str(layer["chunks_empty"]),
                 "-" if layer["nodes"] is None else str(layer["nodes"]),
                 str(layer["fragments"]),
                 _size(layer["bytes"]),
+                "-" if rate is None else f"{rate:.1f}",
+                format_duration(layer.get("eta_seconds")),
             )
         )
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]

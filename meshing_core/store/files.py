@@ -111,6 +111,30 @@ def read_json(cloudpath: str, name: str) -> Any:
     return json.loads(data.decode("utf-8"))
 
 
+def read_many(cloudpath: str, names: list[str]) -> dict[str, bytes | None]:
+    """Raw content of many files (None where missing): plain reads on a local path (no
+    client per file), parallel gets on object storage."""
+    if not names:
+        return {}
+    base = _local_dir(cloudpath)
+    if base is not None:
+        out: dict[str, bytes | None] = {}
+        for name in names:
+            try:
+                with open(base / name, "rb") as handle:
+                    out[name] = handle.read()
+            except FileNotFoundError:
+                out[name] = None
+        return out
+    found: dict[str, bytes | None] = {}
+    for item in _cloudfiles(cloudpath).get(list(names)):
+        data = item.get("content")
+        if item.get("error") is not None and data is None:
+            raise OSError(f"cannot read {cloudpath}/{item['path']}: {item['error']}")
+        found[item["path"]] = data
+    return {name: found.get(name) for name in names}
+
+
 def read_json_many(cloudpath: str, names: list[str]) -> dict[str, Any]:
     """``read_json`` of many small files: in parallel on object storage (one round trip each
     would dominate a roll-up of thousands of chunk records). Missing files map to None."""
