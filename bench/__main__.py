@@ -11,10 +11,26 @@ import logging
 import sys
 import time
 
-from bench import build_large, dag_vs_direct, layer2, pcg_reads, sqs_vs_local, stitch
+from bench import (
+    build_large,
+    dag_vs_direct,
+    layer2,
+    pcg_reads,
+    progress_view,
+    sqs_vs_local,
+    stitch,
+)
 from bench.dataset import DatasetSpec, build_dataset
 
-BENCHES = ("layer2", "stitch", "pcg_reads", "build", "dag_vs_direct", "sqs_vs_local")
+BENCHES = (
+    "layer2",
+    "stitch",
+    "pcg_reads",
+    "progress_view",
+    "build",
+    "dag_vs_direct",
+    "sqs_vs_local",
+)
 
 
 def _layer2(args: argparse.Namespace) -> None:
@@ -37,6 +53,11 @@ def _stitch(args: argparse.Namespace) -> None:
 
 def _pcg_reads(args: argparse.Namespace) -> None:
     for line in pcg_reads.report(pcg_reads.run()):
+        print(line, flush=True)
+
+
+def _progress_view(args: argparse.Namespace) -> None:
+    for line in progress_view.report(progress_view.run()):
         print(line, flush=True)
 
 
@@ -91,6 +112,8 @@ def main() -> None:
         _stitch(args)
     if "pcg_reads" in selected:
         _pcg_reads(args)
+    if "progress_view" in selected:
+        _progress_view(args)
     if "build" in selected:
         _build(args)
     if "dag_vs_direct" in selected:

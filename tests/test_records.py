@@ -48,8 +48,10 @@ def meta(base):
     return base[1]
 
 
-def stored_names(config) -> list[str]:
-    return files.list_files(config.mesh_cloudpath, "records/")
+def stored_names(config, columns: bool = False) -> list[str]:
+    """Record objects (without the per-chunk columns objects unless ``columns``)."""
+    names = files.list_files(config.mesh_cloudpath, "records/")
+    return names if columns else [n for n in names if "/columns/" not in n]
 
 
 def test_chunk_order_matches_iter_chunks_and_round_trips(meta):
@@ -112,23 +114,38 @@ def test_done_and_failed_records_roll_up_per_batch(config, meta):
     }
     # one object per batch (plus the frozen batch size), not one per chunk
     key = records.timestamp_key(T1)
-    assert stored_names(config) == [
+    names = stored_names(config, columns=True)
+    assert [n for n in names if "/columns/" not in n] == [
         f"records/{key}/2/batch-00000000.json",
         f"records/{key}/2/batch-00000001.json",
         f"records/{key}/2/batching.json",
     ]
+    assert len([n for n in names if "/columns/" in n]) == 2  # one per batch: replaced ones go
     raw = files.read_json(config.mesh_cloudpath, f"records/{key}/2/batch-00000000.json")
     assert raw["timestamp"] == T1
-    # completions as little-endian columns (layer chunk index, fragments, bytes, time)
-    columns = {k: base64.b64decode(v) for k, v in raw["done_columns"].items()}
-    index = np.frombuffer(columns["index"], "<u8")
-    fragments = np.frombuffer(columns["fragments"], "<u4")
+    # the batch object sums its completions; the per-chunk columns are a binary object beside it
+    summary = raw["summary"]
+    size = raw["chunks_per_batch"]
+    first = raw["batch"] * size
     by, bz = meta.layer_chunk_bounds(2)[1:]
-    assert dict(zip(index.tolist(), fragments.tolist(), strict=True))[(0 * by + 0) * bz + 0] == 3
-    assert np.all(np.diff(index.astype(np.int64)) > 0)
+    expected = {  # offset in the batch -> fragments, for the completions of batch 0
+        (x * by + y) * bz + z - first: f
+        for (x, y, z), f in fresh.done_chunks(2).items()
+        if fresh.batch_of(2, (x, y, z)) == 0
+    }
+    assert summary["done"] == len(expected) and summary["fragments"] == sum(expected.values())
+    assert summary["empty"] == sum(f == 0 for f in expected.values())
+    bits = np.unpackbits(np.frombuffer(base64.b64decode(summary["bits"]), np.uint8),
+                         bitorder="little")  # fmt: skip
+    assert set(np.flatnonzero(bits).tolist()) == set(expected)
+    blob = files.read_file(config.mesh_cloudpath, f"records/{key}/2/columns/{raw['columns']}")
+    rows = len(blob) // 24
+    offsets = np.frombuffer(blob[: 4 * rows], "<u4")
+    fragments = np.frombuffer(blob[4 * rows : 8 * rows], "<u4")
+    assert dict(zip(offsets.tolist(), fragments.tolist(), strict=True)) == expected
 
 
-def test_batch_objects_written_before_the_columns_still_read(config, meta):
+def test_batch_objects_written_before_summaries_still_read(config, meta):
     """A batch object holding a ``done`` dict (older runs) reads and merges as before."""
     key = records.timestamp_key(T1)
     old = {"layer": 2, "batch": 0, "timestamp": T1, "chunks_per_batch": 4,

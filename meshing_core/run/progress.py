@@ -1,8 +1,8 @@
 """How far a run is, per layer: the numbers ``status`` prints and the Airflow progress view shows.
 
-Computed from the records only (``RecordStore.layer_columns``: the rolled-up batch objects as
-arrays, plus the chunk objects of batches in flight), so the command line and the UI can never
-disagree. Besides counts, a layer gets its rate (chunks per minute between its first and last
+Computed from the records only (``RecordStore.layer_tally``: the rolled-up batch objects'
+summaries, plus the chunk objects of batches in flight), so the command line and the UI can
+never disagree. Besides counts, a layer gets its rate (chunks per minute between its first and last
 completion), an ETA, and its chunk grid seen from above: per x-y cell (z collapsed), how many
 chunks are done and how many failed, so a stuck region of the volume shows as a patch.
 """
@@ -91,54 +91,44 @@ class LayerProgress:
         return out
 
 
-def _cells(index: np.ndarray, bounds: Coords, block: int) -> np.ndarray:
-    """Grid cell (x-major) of each layer chunk index, z collapsed, x and y in blocks."""
-    _, by, bz = bounds
-    xy = index // np.uint64(bz)
-    x, y = xy // np.uint64(by), xy % np.uint64(by)
-    cy = -(-by // block)
-    return (x // np.uint64(block)) * np.uint64(cy) + (y // np.uint64(block))
-
-
-def _grid_total(bounds: Coords, block: int) -> np.ndarray:
-    bx, by, bz = bounds
+def _grid(per_xy: np.ndarray, bounds: Coords, block: int) -> np.ndarray:
+    """Per (x, y) counts summed into ``block`` x ``block`` cells."""
+    bx, by, _ = bounds
     cx, cy = -(-bx // block), -(-by // block)
-    xs = np.minimum(np.arange(cx) * block + block, bx) - np.arange(cx) * block
-    ys = np.minimum(np.arange(cy) * block + block, by) - np.arange(cy) * block
-    return np.outer(xs, ys).astype(np.int64) * bz
+    padded = np.zeros((cx * block, cy * block), dtype=np.int64)
+    padded[:bx, :by] = per_xy.reshape(bx, by)
+    return padded.reshape(cx, block, cy, block).sum(axis=(1, 3))
 
 
 def layer_progress(store: RecordStore, layer: int, *, grid: bool = True) -> LayerProgress:
     """Counts, rate and (with ``grid``) the x-y grid of one layer at the store's timestamp."""
-    cols, failures, recorded = store.layer_columns(layer)
+    tally = store.layer_tally(layer)
     bounds = layer_bounds(store.meta, layer)
+    mask = tally.done_mask if grid else None
     progress = LayerProgress(
         layer=int(layer),
         total=chunk_total(store.meta, layer),
-        done=int(cols.index.size),
-        empty=int(np.count_nonzero(cols.fragments == 0)),
-        failed=len(failures),
-        fragments=int(cols.fragments.sum(dtype=np.int64)),
-        bytes=int(cols.bytes.sum(dtype=np.uint64)),
-        batches_recorded=recorded,
-        first_done=float(cols.time.min()) if cols.time.size else None,
-        last_done=float(cols.time.max()) if cols.time.size else None,
-        failures=failures,
+        done=tally.done if mask is None else int(np.count_nonzero(mask)),
+        empty=tally.empty,
+        failed=len(tally.failures),
+        fragments=tally.fragments,
+        bytes=tally.bytes,
+        batches_recorded=tally.batches_recorded,
+        first_done=tally.first,
+        last_done=tally.last,
+        failures=tally.failures,
     )
-    if grid:
-        block = max(1, -(-max(bounds[0], bounds[1]) // MAX_GRID_SIDE))
-        cx, cy = -(-bounds[0] // block), -(-bounds[1] // block)
+    if mask is not None:
+        bx, by, bz = bounds
+        block = max(1, -(-max(bx, by) // MAX_GRID_SIDE))
+        done_xy = mask.reshape(bx * by, bz).sum(axis=1, dtype=np.int64)
+        failed_xy = np.zeros(bx * by, dtype=np.int64)
+        for x, y, _ in tally.failures:
+            failed_xy[x * by + y] += 1
         progress.grid_block = block
-        progress.grid_total = _grid_total(bounds, block)
-        progress.grid_done = np.bincount(
-            _cells(cols.index, bounds, block).astype(np.int64), minlength=cx * cy
-        ).reshape(cx, cy)
-        failed_index = np.array(
-            [(x * bounds[1] + y) * bounds[2] + z for x, y, z in failures], dtype=np.uint64
-        )
-        progress.grid_failed = np.bincount(
-            _cells(failed_index, bounds, block).astype(np.int64), minlength=cx * cy
-        ).reshape(cx, cy)
+        progress.grid_done = _grid(done_xy, bounds, block)
+        progress.grid_failed = _grid(failed_xy, bounds, block)
+        progress.grid_total = _grid(np.full(bx * by, bz, dtype=np.int64), bounds, block)
     return progress
 
 

@@ -38,6 +38,7 @@ import logging
 import math
 import socket
 import time
+import uuid
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
@@ -166,7 +167,7 @@ def _coords_key(coords: Iterable[int]) -> str:
 
 
 def _parse_coords(key: str) -> Coords:
-    x, y, z = (int(v) for v in key.split("_"))
+    x, y, z = map(int, key.split("_"))
     return (x, y, z)
 
 
@@ -198,34 +199,19 @@ def _done_entry(value: Any, when: float) -> dict[str, Any]:
     return {"fragments": int(fragments), "bytes": int(size or 0), "time": when}
 
 
-# -- completion records as columns ------------------------------------------------------------
-# A rolled-up batch stores its completions as four little-endian columns (layer chunk index,
-# fragments, bytes, time), base64 in the JSON object: a layer of a million chunks then reads as
-# a few numpy arrays per batch instead of a million small dicts (``status`` and the progress
-# view read every batch of a layer). Batch objects written before hold a ``done`` dict; both
-# read the same.
-DONE_COLUMNS = "done_columns"
-_COLUMN_TYPES = {"index": "<u8", "fragments": "<u4", "bytes": "<u8", "time": "<f8"}
-
-
-@dataclass
-class DoneColumns:
-    """Completion records of a set of chunks as arrays (``index``: position in the layer)."""
-
-    index: np.ndarray
-    fragments: np.ndarray
-    bytes: np.ndarray
-    time: np.ndarray
-
-    @classmethod
-    def empty(cls) -> DoneColumns:
-        return cls(*(np.zeros(0, dtype=t) for t in _COLUMN_TYPES.values()))
-
-    @classmethod
-    def concat(cls, parts: list[DoneColumns]) -> DoneColumns:
-        if not parts:
-            return cls.empty()
-        return cls(*(np.concatenate([getattr(p, k) for p in parts]) for k in _COLUMN_TYPES))
+# -- completion records: a summary in the batch object, per-chunk columns beside it -------------
+# A rolled-up batch object holds its failures, a summary of its completions (counts, sums, first
+# and last time, and a bitmap of the done chunks over the batch's index range) and the name of a
+# binary object holding the per-chunk columns (offset in the batch, fragments, bytes, time;
+# little endian). ``status`` and the progress view read only the small batch objects: a layer of
+# a million chunks is a thousand objects of a few hundred bytes. Readers that need each chunk
+# (resume, stitching) read the columns too. The columns object is written before the batch
+# object names it, and has a new name each time, so a batch object never names a columns object
+# that is not whole; the one it replaced is deleted afterwards. Batch objects written before
+# hold a ``done`` dict and read the same.
+COLUMNS_DIR = "columns"
+_COLUMNS = (("offset", "<u4"), ("fragments", "<u4"), ("bytes", "<u8"), ("time", "<f8"))
+_ROW_BYTES = sum(np.dtype(t).itemsize for _, t in _COLUMNS)
 
 
 def _key_index(key: str, bounds: Coords) -> int:
@@ -239,50 +225,97 @@ def _index_key(index: int, bounds: Coords) -> str:
     return f"{x}_{y}_{z}"
 
 
-def encode_done(done: Mapping[str, Mapping[str, Any]], bounds: Coords) -> dict[str, str]:
-    """``{"x_y_z": {"fragments", "bytes", "time"}}`` as base64 columns, ordered by index."""
+def pack_done(
+    done: Mapping[str, Mapping[str, Any]], bounds: Coords, first: int, size: int
+) -> tuple[bytes, dict[str, Any]]:
+    """Per-chunk columns (bytes) and the summary of a batch's completions.
+
+    ``first`` is the batch's first layer index and ``size`` its length (for the bitmap).
+    """
     keys = list(done)
-    index = np.array([_key_index(k, bounds) for k in keys], dtype=np.uint64)
-    order = np.argsort(index, kind="stable")
+    offset = np.array([_key_index(k, bounds) - first for k in keys], dtype=np.int64)
+    order = np.argsort(offset, kind="stable")
     values = {
-        "index": index[order],
-        "fragments": np.array([int(done[k]["fragments"]) for k in keys], np.uint32)[order],
-        "bytes": np.array([int(done[k].get("bytes", 0)) for k in keys], np.uint64)[order],
+        "offset": offset[order],
+        "fragments": np.array([int(done[k]["fragments"]) for k in keys], np.int64)[order],
+        "bytes": np.array([int(done[k].get("bytes", 0)) for k in keys], np.int64)[order],
         "time": np.array([float(done[k].get("time", 0.0)) for k in keys], np.float64)[order],
     }
-    return {
-        name: base64.b64encode(np.ascontiguousarray(values[name], dtype=t).tobytes()).decode()
-        for name, t in _COLUMN_TYPES.items()
+    blob = b"".join(np.ascontiguousarray(values[n], dtype=t).tobytes() for n, t in _COLUMNS)
+    bits = np.zeros(int(size), dtype=bool)
+    bits[values["offset"]] = True
+    summary = {
+        "done": len(keys),
+        "empty": int(np.count_nonzero(values["fragments"] == 0)),
+        "fragments": int(values["fragments"].sum()),
+        "bytes": int(values["bytes"].sum()),
+        "first": float(values["time"].min()) if keys else None,
+        "last": float(values["time"].max()) if keys else None,
+        "bits": base64.b64encode(np.packbits(bits, bitorder="little").tobytes()).decode(),
     }
+    return blob, summary
 
 
-def done_columns(stored: Mapping[str, Any], bounds: Coords) -> DoneColumns:
-    """The completions of a stored batch object (either form) as arrays."""
-    packed = stored.get(DONE_COLUMNS)
-    if packed is not None:
-        return DoneColumns(
-            *(np.frombuffer(base64.b64decode(packed[k]), dtype=t) for k, t in _COLUMN_TYPES.items())
+def unpack_done(blob: bytes, bounds: Coords, first: int) -> dict[str, dict[str, Any]]:
+    """The ``done`` dict of a batch from its columns object."""
+    rows = len(blob) // _ROW_BYTES
+    arrays, at = {}, 0
+    for name, kind in _COLUMNS:
+        width = np.dtype(kind).itemsize * rows
+        arrays[name] = np.frombuffer(blob[at : at + width], dtype=kind)
+        at += width
+    return {
+        _index_key(first + int(o), bounds): {"fragments": int(f), "bytes": int(b), "time": float(t)}
+        for o, f, b, t in zip(
+            arrays["offset"], arrays["fragments"], arrays["bytes"], arrays["time"], strict=True
         )
-    done = stored.get("done") or {}
-    if not done:
-        return DoneColumns.empty()
-    keys = list(done)
-    return DoneColumns(
-        np.array([_key_index(k, bounds) for k in keys], dtype=np.uint64),
-        np.array([int(done[k]["fragments"]) for k in keys], dtype=np.uint32),
-        np.array([int(done[k].get("bytes", 0)) for k in keys], dtype=np.uint64),
-        np.array([float(done[k].get("time", 0.0)) for k in keys], dtype=np.float64),
-    )
-
-
-def _done_dict(stored: Mapping[str, Any], bounds: Coords) -> dict[str, dict[str, Any]]:
-    if DONE_COLUMNS not in stored:
-        return dict(stored.get("done") or {})
-    cols = done_columns(stored, bounds)
-    return {
-        _index_key(int(i), bounds): {"fragments": int(f), "bytes": int(b), "time": float(t)}
-        for i, f, b, t in zip(cols.index, cols.fragments, cols.bytes, cols.time, strict=True)
     }
+
+
+@dataclass
+class LayerTally:
+    """What a layer's records add up to, without a dict per chunk (``status``, progress view).
+
+    Each batch's done bitmap lands in one row of ``packed`` (a batch covers a fixed index range),
+    unpacked once for the whole layer by ``done_mask``.
+    """
+
+    total: int
+    size: int  # chunks per record batch
+    packed: np.ndarray  # (batches, bytes per bitmap) uint8
+    empty: int = 0
+    fragments: int = 0
+    bytes: int = 0
+    first: float | None = None
+    last: float | None = None
+    failures: dict[Coords, dict[str, Any]] = field(default_factory=dict)
+    batches_recorded: int = 0
+
+    @classmethod
+    def start(cls, total: int, size: int) -> LayerTally:
+        rows = -(-int(total) // int(size))
+        return cls(int(total), int(size), np.zeros((rows, -(-int(size) // 8)), dtype=np.uint8))
+
+    def add(self, batch: int, summary: Mapping[str, Any]) -> None:
+        row = np.frombuffer(base64.b64decode(summary["bits"]), dtype=np.uint8)
+        self.packed[batch, : row.size] |= row
+        self.empty += summary["empty"]
+        self.fragments += summary["fragments"]
+        self.bytes += summary["bytes"]
+        first, last = summary.get("first"), summary.get("last")
+        if first is not None:
+            self.first = first if self.first is None else min(self.first, first)
+            self.last = last if self.last is None else max(self.last, last)
+
+    @property
+    def done_mask(self) -> np.ndarray:
+        """Bool per layer chunk index: has a completion record."""
+        bits = np.unpackbits(self.packed, axis=1, bitorder="little")[:, : self.size]
+        return bits.reshape(-1)[: self.total].view(bool)
+
+    @property
+    def done(self) -> int:
+        return int(np.unpackbits(self.packed).sum(dtype=np.int64))
 
 
 # -- the record store -----------------------------------------------------------------------------
@@ -367,7 +400,7 @@ class RecordStore:
         """A batch object with the given chunk objects applied on top (they are newer)."""
         done = {} if stored is None else self._stored_done(stored)
         merged = {
-            **{k: v for k, v in (stored or {}).items() if k != DONE_COLUMNS},
+            **{k: v for k, v in (stored or {}).items() if k not in ("columns", "summary")},
             "done": done,
             "failed": dict((stored or {}).get("failed", {})),
         }
@@ -426,32 +459,44 @@ class RecordStore:
                 yield merged
 
     def _stored_done(self, stored: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
-        layer = stored.get("layer")
-        if layer is None:  # a batch object must name its layer to hold columns
+        """A stored batch object's completions, reading its columns object if it has one."""
+        name = stored.get("columns")
+        if not name:
             return dict(stored.get("done") or {})
-        return _done_dict(stored, layer_bounds(self.meta, int(layer)))
+        layer, batch = int(stored["layer"]), int(stored["batch"])
+        path = f"{self.layer_prefix(layer)}/{COLUMNS_DIR}/{name}"
+        blob = files.read_file(self.root, path)
+        if blob is None or len(blob) % _ROW_BYTES:
+            raise RecordError(
+                f"record {self.root}/{path} named by {self.batch_name(layer, batch)} is missing or "
+                "truncated: delete the batch object and re-run the batch (its chunks will be "
+                "meshed again)"
+            )
+        first = batch * int(stored["chunks_per_batch"])
+        return unpack_done(blob, layer_bounds(self.meta, layer), first)
 
-    def layer_columns(self, layer: int) -> tuple[DoneColumns, dict[Coords, dict[str, Any]], int]:
-        """Every completion of a layer as arrays, its failures, and how many batches have
-        records: one listing, one plain read per batch object, chunk objects only for batches
-        not rolled up yet. What ``status`` and the progress view count with."""
+    def layer_tally(self, layer: int) -> LayerTally:
+        """Every record of a layer, added up: a done mask over the layer, sums, times, failures.
+
+        One listing of the layer's in-flight chunk objects; then one plain read of each batch
+        object (its summary: no columns, no dict per chunk), and for batches in flight their
+        chunk objects merged as every reader does.
+        """
         layer = int(layer)
         bounds = layer_bounds(self.meta, layer)
-        layer_prefix = self.layer_prefix(layer) + "/"
-        batches: set[int] = set()
+        total = chunk_total(self.meta, layer)
+        size = self.batch_size(layer)
+        tally = LayerTally.start(total, size)
         pending: dict[int, list[str]] = {}
-        for name in files.iter_files(self.root, layer_prefix):
-            rest = name[len(layer_prefix) :]
-            if rest.startswith(_BATCH_PREFIX):
-                batches.add(int(rest[len(_BATCH_PREFIX) :].split(".")[0]))
-            elif rest.startswith(_CHUNKS + "/"):
-                pending.setdefault(int(rest.split("/")[1]), []).append(name)
-        rolled = sorted(batches - set(pending))
-        raw = files.read_many(self.root, [self.batch_name(layer, b) for b in rolled])
-        parts: list[DoneColumns] = []
-        failures: dict[Coords, dict[str, Any]] = {}
-        recorded = 0
-        for name, data in raw.items():
+        for name in files.iter_files(self.root, f"{self.layer_prefix(layer)}/{_CHUNKS}/"):
+            pending.setdefault(int(name.rsplit("/", 2)[1]), []).append(name)
+        head = f"{self.layer_prefix(layer)}/{_BATCH_PREFIX}"
+        names = [  # listed before the chunk objects' batches are read: see the docstring
+            n
+            for n in files.list_folder(self.root, self.layer_prefix(layer))
+            if n.startswith(head) and int(n[len(head) :].split(".")[0]) not in pending
+        ]
+        for name, data in files.read_many(self.root, names).items():
             if data is None:
                 continue
             try:
@@ -461,20 +506,26 @@ class RecordStore:
                     f"record {self.root}/{name} is not valid JSON ({exc}): delete it and re-run "
                     "the batch (its chunks will be meshed again)"
                 ) from exc
-            cols = done_columns(stored, bounds)
-            if cols.index.size or stored.get("failed"):
-                recorded += 1
-            parts.append(cols)
-            for key, entry in (stored.get("failed") or {}).items():
-                failures[_parse_coords(key)] = dict(entry)
-        for number, chunk_names in sorted(pending.items()):  # batches in flight: merge objects
+            self._tally_batch(tally, stored, bounds, size)
+        for number, chunk_names in sorted(pending.items()):
             merged = self._merge(self._read(self.batch_name(layer, number)), chunk_names)
-            if merged["done"] or merged["failed"]:
-                recorded += 1
-            parts.append(done_columns({"done": merged["done"]}, bounds))
-            for key, entry in merged["failed"].items():
-                failures[_parse_coords(key)] = dict(entry)
-        return DoneColumns.concat(parts), failures, recorded
+            merged["batch"] = number
+            self._tally_batch(tally, merged, bounds, size)
+        return tally
+
+    def _tally_batch(
+        self, tally: LayerTally, stored: Mapping[str, Any], bounds: Coords, size: int
+    ) -> None:
+        batch = int(stored["batch"])
+        summary = stored.get("summary")
+        if summary is None:  # a batch object from before summaries, or a merged one
+            _, summary = pack_done(stored.get("done") or {}, bounds, batch * size, size)
+        failed = stored.get("failed") or {}
+        if summary["done"] or failed:
+            tally.batches_recorded += 1
+        tally.add(batch, summary)
+        for key, entry in failed.items():
+            tally.failures[_parse_coords(key)] = entry
 
     def done_chunks(self, layer: int) -> dict[Coords, int]:
         """Chunks with a completion record -> their fragment count (0: empty chunk)."""
@@ -573,16 +624,16 @@ class RecordStore:
         return next(iter(self.chunk_records(layer, [coords]).values())) is not None
 
     def layer_summary(self, layer: int) -> dict[str, Any]:
-        """Counts of one layer: done, empty, failed, fragments, bytes (``layer_columns``)."""
-        cols, failures, recorded = self.layer_columns(layer)
+        """Counts of one layer: done, empty, failed, fragments, bytes (``layer_tally``)."""
+        tally = self.layer_tally(layer)
         return {
             "layer": int(layer),
-            "batches_recorded": recorded,
-            "chunks_done": int(cols.index.size),
-            "chunks_empty": int(np.count_nonzero(cols.fragments == 0)),
-            "chunks_failed": len(failures),
-            "fragments": int(cols.fragments.sum(dtype=np.int64)),
-            "bytes": int(cols.bytes.sum(dtype=np.uint64)),
+            "batches_recorded": tally.batches_recorded,
+            "chunks_done": tally.done,
+            "chunks_empty": tally.empty,
+            "chunks_failed": len(tally.failures),
+            "fragments": tally.fragments,
+            "bytes": tally.bytes,
         }
 
     # writing
@@ -608,7 +659,8 @@ class RecordStore:
         layer, batch = int(layer), int(batch)
         self._cache.pop((layer, batch), None)  # re-read: another process may have written it
         self._completion.pop((layer, batch), None)
-        stored = self._merge(self._read(self.batch_name(layer, batch)), merged_chunk_objects)
+        previous = self._read(self.batch_name(layer, batch))
+        stored = self._merge(previous, merged_chunk_objects)
         new = {
             "layer": layer,
             "batch": batch,
@@ -626,10 +678,18 @@ class RecordStore:
             key = self._key_in_batch(layer, batch, coords)
             new["failed"][key] = _failure_entry(value, new["failed"].get(key), now)
             new["done"].pop(key, None)
-        bounds = layer_bounds(self.meta, layer)
+        size = new["chunks_per_batch"]
+        blob, summary = pack_done(new["done"], layer_bounds(self.meta, layer), batch * size, size)
+        columns = (
+            f"{self.layer_prefix(layer)}/{COLUMNS_DIR}/{batch:08d}-{uuid.uuid4().hex[:12]}.bin"
+        )
+        files.write_atomic(self.root, columns, blob)  # whole before the batch object names it
         on_disk = {k: v for k, v in new.items() if k != "done"}
-        on_disk[DONE_COLUMNS] = encode_done(new["done"], bounds)
+        on_disk.update(columns=columns.rsplit("/", 1)[1], summary=summary)
         files.write_json(self.root, self.batch_name(layer, batch), on_disk)
+        replaced = (previous or {}).get("columns")
+        if replaced and replaced != on_disk["columns"]:
+            files.delete_files(self.root, [f"{self.layer_prefix(layer)}/{COLUMNS_DIR}/{replaced}"])
         self._cache[(layer, batch)] = new
         return new
 

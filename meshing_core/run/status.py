@@ -59,7 +59,7 @@ def _lease_dict(config: GraphConfig) -> dict[str, Any] | None:
 
 
 def status(
-    config: GraphConfig, timestamp: float | None = None, *, grid: bool = False
+    config: GraphConfig, timestamp: float | None = None, *, grid: bool = False, graph: Any = None
 ) -> dict[str, Any]:
     """Progress of the run at ``timestamp`` (default: the last run in the journal).
 
@@ -75,12 +75,13 @@ def status(
                 f"`python -m meshing_core run --graph {config.source}` or pass --timestamp"
             )
         timestamp = entry.timestamp
-    graph = open_graph(config)
+    reader = open_graph(config) if graph is None else graph  # a caller's open graph is kept
     try:
-        meta = graph.meta
-        node_counts = graph.node_counts(float(timestamp))
+        meta = reader.meta
+        node_counts = reader.node_counts(float(timestamp))
     finally:
-        graph.close()
+        if graph is None:
+            reader.close()
     store = records.RecordStore(config, float(timestamp), meta=meta)
     layers = []
     for layer in range(2, meta.n_layers + 1):

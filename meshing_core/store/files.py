@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
 
+import orjson
 from cloudfiles import CloudFiles
 
 from meshing_core.store.paths import local_path
@@ -118,10 +119,11 @@ def read_many(cloudpath: str, names: list[str]) -> dict[str, bytes | None]:
         return {}
     base = _local_dir(cloudpath)
     if base is not None:
+        top = str(base) + os.sep
         out: dict[str, bytes | None] = {}
         for name in names:
             try:
-                with open(base / name, "rb") as handle:
+                with open(top + name, "rb") as handle:
                     out[name] = handle.read()
             except FileNotFoundError:
                 out[name] = None
@@ -141,7 +143,8 @@ def read_json_many(cloudpath: str, names: list[str]) -> dict[str, Any]:
     if not names:
         return {}
     if _local_dir(cloudpath) is not None:
-        return {name: read_json(cloudpath, name) for name in names}
+        raw = read_many(cloudpath, names)
+        return {name: None if data is None else orjson.loads(data) for name, data in raw.items()}
     out: dict[str, Any] = {}
     for item in _cloudfiles(cloudpath).get(list(names)):
         data = item.get("content")
@@ -272,12 +275,30 @@ def _walk_local(base: Path, prefix: str) -> Iterator[str]:
     folder = base / prefix.rsplit("/", 1)[0] if "/" in prefix else base
     if not folder.is_dir():
         return
+    top = str(base)
     for root, dirs, files in os.walk(folder):
         dirs.sort()
+        rel = os.path.relpath(root, top).replace(os.sep, "/")
+        lead = "" if rel == "." else rel + "/"
         for file in sorted(files):
-            name = (Path(root) / file).relative_to(base).as_posix()
+            name = lead + file
             if name.startswith(prefix):
                 yield name
+
+
+def list_folder(cloudpath: str, folder: str) -> list[str]:
+    """Sorted names of the finished files directly in ``folder`` (not in its subfolders)."""
+    folder = folder.rstrip("/") + "/"
+    base = _local_dir(cloudpath)
+    if base is not None:
+        try:
+            with os.scandir(base / folder) as entries:
+                found = [folder + e.name for e in entries if e.is_file()]
+        except (FileNotFoundError, NotADirectoryError):
+            return []
+    else:
+        found = list(_cloudfiles(cloudpath).list(prefix=folder, flat=True))
+    return sorted(n for n in found if not _is_temporary(n))
 
 
 def _walk(cloudpath: str, prefix: str) -> Iterator[str]:
