@@ -170,6 +170,63 @@ KUBERNETES_SETTINGS: dict[str, Setting] = {
     "startup_timeout_s": Setting(600, _whole(1)),
     "gke": Setting(None, _gke),
 }
+# Who hears about a run: per event a list of channels. A channel is an e-mail (Airflow's SMTP
+# provider, through an Airflow connection) or a webhook (an HTTP POST of JSON through an Airflow
+# HTTP connection); credentials live in those connections, never here.
+NOTIFY_EVENTS = ("run_failure", "layer_failure", "run_success")
+CHANNEL_SETTINGS: dict[str, dict[str, Setting]] = {
+    "email": {
+        "to": Setting(None, lambda v: _addresses(v)),
+        "conn_id": Setting("smtp_default", _name),
+        "from_email": Setting(None, _optional_name),
+    },
+    "webhook": {
+        "conn_id": Setting("http_default", _name),
+        "endpoint": Setting("", lambda v: "" if v is None else str(v)),
+    },
+}
+
+
+def _addresses(value: Any) -> list[str]:
+    items = [value] if isinstance(value, str) else value
+    if (
+        not isinstance(items, list)
+        or not items
+        or not all(isinstance(a, str) and "@" in a for a in items)
+    ):
+        raise ValueError("give an e-mail address or a list of them")
+    return list(items)
+
+
+def _notifications(data: dict[str, Any], source: Any) -> dict[str, list[dict[str, Any]]]:
+    """``notifications.<event>``: lists of channels, each checked (type, fields, defaults)."""
+    given = _mapping(data, "notifications", source)
+    _known(given, NOTIFY_EVENTS, "notifications", source)
+    out: dict[str, list[dict[str, Any]]] = {event: [] for event in NOTIFY_EVENTS}
+    for event, channels in given.items():
+        if channels is None:
+            continue
+        if not isinstance(channels, list):
+            raise ConfigError(f"{source}: notifications.{event} must be a list of channels")
+        for position, channel in enumerate(channels):
+            where = f"notifications.{event}[{position}]"
+            kind = channel.get("type") if isinstance(channel, dict) else None
+            if kind not in CHANNEL_SETTINGS:
+                raise ConfigError(
+                    f"{source}: {where} needs type: email or type: webhook (got {kind!r})"
+                )
+            settings = CHANNEL_SETTINGS[kind]
+            fields = {k: v for k, v in channel.items() if k != "type"}
+            checked = {
+                **{k: setting.default for k, setting in settings.items()},
+                **_checked(fields, settings, where, source),
+            }
+            if kind == "email" and not checked["to"]:
+                raise ConfigError(f"{source}: {where} is an e-mail with no 'to' address")
+            out[event].append({"type": kind, **checked})
+    return out
+
+
 DEFAULT_SQS: dict[str, Any] = {k: s.default for k, s in SQS_SETTINGS.items()}
 DEFAULT_KUBERNETES: dict[str, Any] = {k: s.default for k, s in KUBERNETES_SETTINGS.items()}
 
@@ -186,6 +243,7 @@ _TOP_KEYS = (
     "lease_ttl_s",  # older place of batches.lease_ttl_s
     "sqs",
     "kubernetes",
+    "notifications",
 )
 _GRAPH_KEYS = ("backend", "path", "graph_id")
 _MESH_KEYS = ("dir", "mip", "max_error", "verify", "max_triangles")
@@ -217,7 +275,10 @@ class GraphConfig:
     sqs: dict[str, Any] = field(default_factory=lambda: dict(DEFAULT_SQS))
     kubernetes: dict[str, Any] = field(default_factory=lambda: dict(DEFAULT_KUBERNETES))
     raw: dict[str, Any] = field(default_factory=dict)
-    graph_id: str | None = None  # the PyChunkedGraph graph (BigTable table) of that backend
+    graph_id: str | None = None
+    notifications: dict[str, list[dict[str, Any]]] = field(
+        default_factory=lambda: {event: [] for event in NOTIFY_EVENTS}
+    )  # the PyChunkedGraph graph (BigTable table) of that backend
 
     @property
     def queue(self) -> str:
@@ -464,6 +525,7 @@ def _parse(data: Any, source: Path | str, base: str) -> GraphConfig:
             ),
         },
         raw=data,
+        notifications=_notifications(data, source),
     )
     for message in renamed:
         log.warning("%s", message)

@@ -85,3 +85,18 @@ def read_entry(entry: Path) -> Entry:
         raise EntryError(f"{entry}: field 'graph': {' '.join(str(exc).split())}") from exc
     description = data.get("description")
     return Entry(entry, config, graph_yaml, mode, data.get("schedule"), description)
+
+
+def entry_for_dag(dag_id: str, folder: Path | None = None) -> Entry | None:
+    """The healthy configs entry whose DAG is ``dag_id`` (None: not a meshing DAG here)."""
+    folder = configs_folder() if folder is None else folder
+    if not folder.is_dir():
+        return None
+    for path in sorted(p for p in folder.iterdir() if p.suffix in (".yaml", ".yml")):
+        try:
+            entry = read_entry(path)
+        except EntryError:
+            continue
+        if dag_id_for(entry.config.name) == dag_id:
+            return entry
+    return None

@@ -29,6 +29,7 @@ from meshing_airflow.entries import (
     dag_id_for,
     read_entry,
 )
+from meshing_airflow.notifications import dag_callbacks, notify_failed_layers
 from meshing_airflow.operators import LABEL_TEMPLATE, MeshBatchOperator
 from meshing_airflow.outcomes import airflow_outcomes
 from meshing_airflow.params import trigger_params
@@ -122,6 +123,7 @@ def build_dag(entry: Entry) -> DAG:
     description = entry.description or f"Mesh {config.name} ({n_layers} layers)"
 
     with DAG(
+        **dag_callbacks(config, graph_yaml),
         dag_id=dag_id_for(config.name),
         description=str(description),
         schedule=entry.schedule,
@@ -226,7 +228,10 @@ def build_dag(entry: Entry) -> DAG:
                 f"--graph {graph_yaml} --timestamp {ticket['timestamp_rfc3339']}`"
             )
             with airflow_outcomes():
-                return end(_load(graph_yaml), ticket, why=why)
+                state = end(_load(graph_yaml), ticket, why=why)
+            # a layer's failure, told once per run: this teardown runs once, after every layer
+            notify_failed_layers(_load(graph_yaml), get_current_context(), n_layers)
+            return state
 
         summaries >> mesh_metadata() >> end_run(ticket).as_teardown(setups=ticket)
     return dag
