@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.requirements-stamp
 DEMO_DIR ?= .demo
 
-.PHONY: venv demo airflow test bench lint clean pychunkedgraph
+.PHONY: venv demo airflow test bench lint clean pychunkedgraph chromium
 
 $(STAMP): requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -21,7 +21,14 @@ demo: $(STAMP)
 airflow: $(STAMP)
 	$(PY) -m tools.airflow_serve
 
-test: $(STAMP)
+# The browser tests drive Debian's chromium (Playwright with executable_path): installed here when
+# missing, so CI always runs them.
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+chromium:
+	@command -v chromium >/dev/null 2>&1 || { $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium >/dev/null; }
+
+test: $(STAMP) chromium
 	$(PY) -m pytest -q -p no:cacheprovider tests
 
 bench: $(STAMP)

@@ -95,6 +95,18 @@ def sqs(sqs_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> object:
     return sqs_client()
 
 
+# -- a real browser (Debian chromium through Playwright) ----------------------------------------
+@pytest.fixture(scope="module")
+def browser() -> Iterator[object]:
+    from playwright.sync_api import sync_playwright
+    from ui_support import launch_chromium
+
+    with sync_playwright() as playwright:
+        launched = launch_chromium(playwright)
+        yield launched
+        launched.close()
+
+
 # -- Airflow: a migrated metadata DB per test module ---------------------------------------------
 @pytest.fixture(scope="module")
 def airflow_home(tmp_path_factory: pytest.TempPathFactory) -> Path:

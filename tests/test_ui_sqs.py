@@ -1,6 +1,7 @@
 """``sqs`` mode through the real scheduler and triggerer (``make airflow``'s server on a free
-loopback port): a batch task is seen ``deferred`` while real SQS workers (moto_server) mesh its
-chunks, then succeeds, and so does the run."""
+loopback port), watched in a real browser: a batch task is ``deferred`` while no worker runs (the
+UI lists it by its readable label; the Layer progress tab shows the chunks queued), then real
+SQS workers (moto_server) mesh its chunks and it succeeds, and so does the run."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import sys
 import time
 
 import yaml
+from ui_support import logged_in_page, progress_tab, run_url
 
 from tests.cli_support import REPO
 from tools.airflow_env import free_port
@@ -22,7 +24,9 @@ DAG_ID = "mesh_example"
 TIMESTAMP = "2021-03-04T00:00:00Z"
 
 
-def test_a_batch_defers_while_workers_mesh_then_succeeds(example_dir, sqs, sqs_endpoint, tmp_path):
+def test_ui_a_deferred_sqs_batch_is_labelled_and_its_queue_shown_then_it_succeeds(
+    example_dir, sqs, sqs_endpoint, tmp_path, browser
+):
     from meshing_core.queue.sqs import ensure_queues
 
     dataset = tmp_path / "example"
@@ -56,6 +60,21 @@ def test_a_batch_defers_while_workers_mesh_then_succeeds(example_dir, sqs, sqs_e
             )
             time.sleep(0.5)
         assert deferred is not None, "a layer-2 batch is deferred while its chunks wait"
+        page = logged_in_page(browser, server)
+        label = deferred["rendered_map_index"]
+        assert label.startswith(f"L2 b{deferred['map_index']} chunks "), label
+        page.goto(run_url(server, DAG_ID, run_id, "/tasks/layer_2.batch/mapped"))
+        page.get_by_text(label, exact=True).wait_for()  # the grid's readable batch label
+        frame = progress_tab(page, server, DAG_ID, run_id)
+        assert frame.locator("[data-field=mode]").inner_text() == "mode sqs"
+        queued = frame.locator("[data-field=sqs]").inner_text()
+        assert "queue mesh-server: " in queued and "in flight" in queued, queued
+        assert (
+            frame.locator("td[data-layer='2'][data-field='chunks_done']").get_attribute(
+                "data-value"
+            )
+            == "0"
+        )
         command = [sys.executable, "-m", "meshing_core", "worker", "--graph", str(graph_yaml),
                    "--queue", "mesh-server"]  # fmt: skip
         workers = [
@@ -74,5 +93,9 @@ def test_a_batch_defers_while_workers_mesh_then_succeeds(example_dir, sqs, sqs_e
         tis = server.get(path, limit=100)["task_instances"]
         batches = [t for t in tis if t["task_id"] == "layer_2.batch"]
         assert batches and {t["state"] for t in batches} == {"success"}
+        frame = progress_tab(page, server, DAG_ID, run_id)
+        done = frame.locator("td[data-layer='2'][data-field='chunks_done']")
+        assert done.get_attribute("data-value") == "112"
+        page.context.close()
     shards = list((dataset / "watershed" / "graphene_meshes" / "initial" / "2").glob("*.shard"))
     assert shards
