@@ -27,9 +27,12 @@ def test_demo_runs_the_example_dag_and_prints_a_working_export_command(tmp_path:
     text = proc.stdout
     assert re.search(r"DAG mesh_example run manual__\S+: success", text), text
     # the per-layer table: every layer done, none failed
-    rows = re.findall(r"^\s+(\d)\s+(\d+)\s+(\d+)\s+(\d+)\s", text, flags=re.MULTILINE)
+    rows = re.findall(
+        r"^\s+(\d)\s+(\d+)\s+(\d+)\s+(\d+)\s+(\d+)\s", text, flags=re.MULTILINE
+    )  # layer, done, failed, pending, total
+    assert all(pending == "0" for *_, pending, _ in rows), text
     layers = {
-        int(layer): (int(done), int(failed), int(total)) for layer, done, failed, total in rows
+        int(layer): (int(done), int(failed), int(total)) for layer, done, failed, _, total in rows
     }
     assert sorted(layers) == [2, 3, 4, 5], text
     assert all(done == total and failed == 0 for done, failed, total in layers.values())
