@@ -52,7 +52,7 @@ class LayerProgress:
         span = self.last_done - self.first_done
         return None if span <= 0 else 60.0 * (self.done - 1) / span
 
-    def eta_seconds(self, now: float | None = None) -> float | None:
+    def eta_seconds(self) -> float | None:
         """Seconds until the pending chunks are done at the current rate (None: no rate)."""
         rate = self.chunks_per_minute
         if not self.pending:

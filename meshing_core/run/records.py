@@ -6,6 +6,7 @@ whole layer), and a record batch is a fixed-size range of indices in it. Per mes
     <mesh dir>/records/<timestamp key>/<layer>/batching.json               {"chunks_per_batch": n}
     <mesh dir>/records/<timestamp key>/<layer>/chunks/<00000012>/<x_y_z>.json   one chunk, new
     <mesh dir>/records/<timestamp key>/<layer>/batch-<00000012>.json       rolled-up batch
+    <mesh dir>/records/<timestamp key>/<layer>/columns/<00000012>-<id>.bin  its per-chunk columns
 
 **Concurrent writers.** Storage here (cloud-files on file://, gs://, s3://) has no
 compare-and-swap, so no object is ever read-modified-written by two writers. The chunk unit
