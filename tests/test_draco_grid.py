@@ -85,3 +85,39 @@ def test_encoding_is_deterministic_and_rejects_out_of_grid_meshes() -> None:
     assert encode_draco(vertices, faces, grid) == encode_draco(vertices, faces, grid)
     with pytest.raises(ValueError, match="outside its draco grid"):
         encode_draco(vertices + 5000, faces, grid)
+
+
+def _edge_uses(points: np.ndarray, faces: np.ndarray) -> tuple[int, int, int]:
+    """(open edges, non-manifold edges, zero-area faces) after merging coincident points."""
+    _, inverse = np.unique(points, axis=0, return_inverse=True)
+    tris = inverse.reshape(-1)[faces.astype(np.int64)]
+    flat = (tris[:, 0] == tris[:, 1]) | (tris[:, 1] == tris[:, 2]) | (tris[:, 0] == tris[:, 2])
+    tris = tris[~flat]
+    edges = np.sort(np.concatenate([tris[:, [0, 1]], tris[:, [1, 2]], tris[:, [2, 0]]]), axis=1)
+    _, uses = np.unique(edges, axis=0, return_counts=True)
+    return int((uses == 1).sum()), int((uses > 2).sum()), int(flat.sum())
+
+
+def test_triangles_flattened_by_the_grid_are_collapsed_not_stored() -> None:
+    """A closed surface whose thin tips round together on the grid: Draco of the raw mesh
+    stores zero-area triangles; ours stores none and stays closed and manifold."""
+    import zmesh
+
+    labels = np.zeros((12, 12, 12), dtype=np.uint32)
+    labels[3:9, 3:9, 3:9] = 1
+    labels[6, 6, 9:11] = 1  # a one-voxel-thin spike
+    labels[2, 4, 4] = 1
+    mesher = zmesh.Mesher((10, 10, 10))
+    mesher.mesh(labels)
+    mesh = mesher.get(1, reduction_factor=0, voxel_centered=False)
+    vertices, faces = mesh.vertices.astype(np.float64), mesh.faces
+    assert _edge_uses(vertices, faces) == (0, 0, 0)  # marching cubes: closed, manifold
+    grid = layer2_grid((11, 11, 11), (10, 10, 10), (0, 0, 0))
+    coarse = type(grid)(grid.bits, grid.bin_size * 2, grid.range * 2, grid.origin)  # 8 nm bins
+    plain = DracoPy.decode(encode_draco(vertices, faces, coarse, collapse=False))
+    plain_uses = _edge_uses(np.asarray(plain.points).reshape(-1, 3), np.asarray(plain.faces))
+    assert plain_uses[2] > 0  # the grid flattens some triangles
+    ours = DracoPy.decode(encode_draco(vertices, faces, coarse))
+    points, tris = np.asarray(ours.points).reshape(-1, 3), np.asarray(ours.faces).reshape(-1, 3)
+    assert _edge_uses(points, tris) == (0, 0, 0)
+    assert len(tris) < len(faces)

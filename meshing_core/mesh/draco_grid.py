@@ -94,8 +94,53 @@ def requantised_grid(
     return DracoGrid(bits=bits, bin_size=bin_size, range=grid_range, origin=origin)
 
 
-def encode_draco(vertices: np.ndarray, faces: np.ndarray, grid: DracoGrid) -> bytes:
-    """Draco bytes of one mesh quantised on ``grid`` (same input, same bytes)."""
+def collapse_on_grid(
+    vertices: np.ndarray, faces: np.ndarray, grid: DracoGrid
+) -> tuple[np.ndarray, np.ndarray]:
+    """The mesh as the grid stores it, without the triangles quantisation would flatten.
+
+    Snapping to the grid can put both ends of an edge on one grid point; the triangles on that
+    edge then have no area (a thin tip rounding together). Such zero-length edges are collapsed
+    (their vertices merged, as an edge collapse does: the neighbours across the collapsed
+    triangles become neighbours of each other, so no hole opens) and the flattened triangles
+    dropped. Vertices that land on one point without an edge between them stay apart (merging
+    them would pinch the surface). Positions are the snapped ones Draco would store anyway.
+    """
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    from meshing_core.mesh.merge import drop_degenerate
+
+    snapped = grid.snap(np.asarray(vertices, dtype=np.float64).reshape(-1, 3))
+    tris = np.asarray(faces, dtype=np.int64).reshape(-1, 3)
+    if len(tris) == 0:
+        return snapped, tris.astype(np.uint32)
+    edges = np.concatenate([tris[:, [0, 1]], tris[:, [1, 2]], tris[:, [2, 0]]])
+    zero = np.all(snapped[edges[:, 0]] == snapped[edges[:, 1]], axis=1)
+    if not zero.any():
+        return snapped, tris.astype(np.uint32)
+    pairs = edges[zero]
+    n = len(snapped)
+    graph = coo_matrix((np.ones(len(pairs)), (pairs[:, 0], pairs[:, 1])), shape=(n, n))
+    _, component = connected_components(graph, directed=False)
+    first = np.full(component.max() + 1, n, dtype=np.int64)
+    np.minimum.at(first, component, np.arange(n))  # each group kept as its lowest index
+    return drop_degenerate(snapped, first[component][tris])
+
+
+def encode_draco(
+    vertices: np.ndarray, faces: np.ndarray, grid: DracoGrid, *, collapse: bool = True
+) -> bytes | None:
+    """Draco bytes of one mesh quantised on ``grid`` (same input, same bytes).
+
+    Triangles that the quantisation flattens are collapsed away first (``collapse_on_grid``):
+    no stored triangle has zero area. None when nothing remains (a speck smaller than a bin).
+    ``collapse=False`` encodes the triangles as given (the seed recipe's plain Draco).
+    """
+    if collapse:
+        vertices, faces = collapse_on_grid(vertices, faces, grid)
+        if len(faces) == 0:
+            return None
     verts = np.ascontiguousarray(vertices, dtype=np.float32).reshape(-1, 3)
     tris = np.ascontiguousarray(faces, dtype=np.uint32).reshape(-1, 3)
     if len(verts):

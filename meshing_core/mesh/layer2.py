@@ -87,6 +87,8 @@ def mesh_chunk(
         vertices, faces = meshes[label]
         if len(faces) == 0:
             continue
-        fragments[int(nodes[int(label) - 1])] = encode_draco(vertices, faces, grid)
+        data = encode_draco(vertices, faces, grid)
+        if data is not None:  # a speck flattened by the grid has no surface to store
+            fragments[int(nodes[int(label) - 1])] = data
     log.debug("chunk %s: %d nodes, %d fragments", coords, nodes.size, len(fragments))
     return fragments

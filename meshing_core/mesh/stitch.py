@@ -192,8 +192,11 @@ def stitch_chunk(
                 vertices, faces = mesh
                 if len(faces) == 0:
                     continue
+                data = encode_draco(vertices, faces, grid)
+                if data is None:  # flattened on this layer's grid: nothing to store
+                    continue
                 largest = max(largest, len(faces))
-                writer.add(node, encode_draco(vertices, faces, grid))
+                writer.add(node, data)
                 written += 1
             size = writer.finish()
     except (StitchInputError, ShardFormatError) as exc:
