@@ -6,7 +6,6 @@ uploaded. Loading resolves them; every problem is reported as one line naming th
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import re
@@ -170,21 +169,6 @@ KUBERNETES_SETTINGS: dict[str, Setting] = {
     "startup_timeout_s": Setting(600, _whole(1)),
     "gke": Setting(None, _gke),
 }
-# Who hears about a run: per event a list of channels. A channel is an e-mail (Airflow's SMTP
-# provider, through an Airflow connection) or a webhook (an HTTP POST of JSON through an Airflow
-# HTTP connection); credentials live in those connections, never here.
-NOTIFY_EVENTS = ("run_failure", "layer_failure", "run_success")
-CHANNEL_SETTINGS: dict[str, dict[str, Setting]] = {
-    "email": {
-        "to": Setting(None, lambda v: _addresses(v)),
-        "conn_id": Setting("smtp_default", _name),
-        "from_email": Setting(None, _optional_name),
-    },
-    "webhook": {
-        "conn_id": Setting("http_default", _name),
-        "endpoint": Setting("", lambda v: "" if v is None else str(v)),
-    },
-}
 
 
 def _addresses(value: Any) -> list[str]:
@@ -196,6 +180,23 @@ def _addresses(value: Any) -> list[str]:
     ):
         raise ValueError("give an e-mail address or a list of them")
     return list(items)
+
+
+# Who hears about a run: per event a list of channels. A channel is an e-mail (Airflow's SMTP
+# provider, through an Airflow connection) or a webhook (an HTTP POST of JSON through an Airflow
+# HTTP connection); credentials live in those connections, never here.
+NOTIFY_EVENTS = ("run_failure", "layer_failure", "run_success")
+CHANNEL_SETTINGS: dict[str, dict[str, Setting]] = {
+    "email": {
+        "to": Setting(None, _addresses),
+        "conn_id": Setting("smtp_default", _name),
+        "from_email": Setting(None, _optional_name),
+    },
+    "webhook": {
+        "conn_id": Setting("http_default", _name),
+        "endpoint": Setting("", lambda v: "" if v is None else str(v)),
+    },
+}
 
 
 def _notifications(data: dict[str, Any], source: Any) -> dict[str, list[dict[str, Any]]]:
@@ -548,12 +549,11 @@ def pychunkedgraph_config(graph_id: str, mip: int | None = None) -> GraphConfig:
     facts = describe_graph(graph_id)
     source = f"{PCG_SOURCE_PREFIX}{graph_id}"
     stored = dict(facts["custom_mesh"])
-    raw = None
+    ws_info: dict[str, Any] = {}
     if not all(stored.get(key) is not None for key in ("dir", "mip", "max_error")):
         from meshing_core.store import files
 
-        raw = files.read_file(facts["watershed"], "info")
-    ws_info: dict[str, Any] = json.loads(raw) if raw else {}
+        ws_info = files.read_json(facts["watershed"], "info") or {}
     mesh_mip = stored.get("mip", mip if mip is not None else 0)
     max_error = stored.get("max_error")
     if max_error is None:

@@ -85,23 +85,32 @@ def chunk_total(meta: GraphMeta, layer: int) -> int:
     return bx * by * bz
 
 
+def _index_in(coords: Iterable[int], bounds: Coords) -> int:
+    x, y, z = (int(c) for c in coords)
+    return (x * bounds[1] + y) * bounds[2] + z
+
+
+def _coords_in(index: int, bounds: Coords) -> Coords:
+    xy, z = divmod(int(index), bounds[2])
+    x, y = divmod(xy, bounds[1])
+    return (x, y, z)
+
+
 def chunk_index(meta: GraphMeta, layer: int, coords: Iterable[int]) -> int:
     """Position of a chunk in its layer's fixed order (x outermost, z fastest)."""
     x, y, z = (int(c) for c in coords)
-    bx, by, bz = layer_bounds(meta, layer)
+    bx, by, bz = bounds = layer_bounds(meta, layer)
     if not (0 <= x < bx and 0 <= y < by and 0 <= z < bz):
         raise ValueError(f"chunk {[x, y, z]} is outside layer {layer}'s bounds {[bx, by, bz]}")
-    return (x * by + y) * bz + z
+    return _index_in((x, y, z), bounds)
 
 
 def chunk_at(meta: GraphMeta, layer: int, index: int) -> Coords:
     """Inverse of ``chunk_index``."""
-    bx, by, bz = layer_bounds(meta, layer)
+    bx, by, bz = bounds = layer_bounds(meta, layer)
     if not 0 <= index < bx * by * bz:
         raise ValueError(f"chunk index {index} is outside layer {layer} (0..{bx * by * bz - 1})")
-    xy, z = divmod(int(index), bz)
-    x, y = divmod(xy, by)
-    return (x, y, z)
+    return _coords_in(index, bounds)
 
 
 def chunk_order(
@@ -215,17 +224,6 @@ _COLUMNS = (("offset", "<u4"), ("fragments", "<u4"), ("bytes", "<u8"), ("time", 
 _ROW_BYTES = sum(np.dtype(t).itemsize for _, t in _COLUMNS)
 
 
-def _key_index(key: str, bounds: Coords) -> int:
-    x, y, z = _parse_coords(key)
-    return (x * bounds[1] + y) * bounds[2] + z
-
-
-def _index_key(index: int, bounds: Coords) -> str:
-    xy, z = divmod(int(index), bounds[2])
-    x, y = divmod(xy, bounds[1])
-    return f"{x}_{y}_{z}"
-
-
 def pack_done(
     done: Mapping[str, Mapping[str, Any]], bounds: Coords, first: int, size: int
 ) -> tuple[bytes, dict[str, Any]]:
@@ -234,7 +232,7 @@ def pack_done(
     ``first`` is the batch's first layer index and ``size`` its length (for the bitmap).
     """
     keys = list(done)
-    offset = np.array([_key_index(k, bounds) - first for k in keys], dtype=np.int64)
+    offset = np.array([_index_in(_parse_coords(k), bounds) - first for k in keys], dtype=np.int64)
     order = np.argsort(offset, kind="stable")
     values = {
         "offset": offset[order],
@@ -266,7 +264,11 @@ def unpack_done(blob: bytes, bounds: Coords, first: int) -> dict[str, dict[str, 
         arrays[name] = np.frombuffer(blob[at : at + width], dtype=kind)
         at += width
     return {
-        _index_key(first + int(o), bounds): {"fragments": int(f), "bytes": int(b), "time": float(t)}
+        _coords_key(_coords_in(first + int(o), bounds)): {
+            "fragments": int(f),
+            "bytes": int(b),
+            "time": float(t),
+        }
         for o, f, b, t in zip(
             arrays["offset"], arrays["fragments"], arrays["bytes"], arrays["time"], strict=True
         )
@@ -390,6 +392,10 @@ class RecordStore:
                 "the batch (its chunks will be meshed again)"
             ) from exc
 
+    def columns_name(self, layer: int, name: str) -> str:
+        """Path of a batch's per-chunk columns object (``name`` as its batch object gives it)."""
+        return f"{self.layer_prefix(layer)}/{COLUMNS_DIR}/{name}"
+
     def chunk_dir(self, layer: int, batch: int) -> str:
         """Folder of one batch's chunk objects (not yet rolled up)."""
         return f"{self.layer_prefix(layer)}/{_CHUNKS}/{int(batch):08d}"
@@ -465,7 +471,7 @@ class RecordStore:
         if not name:
             return dict(stored.get("done") or {})
         layer, batch = int(stored["layer"]), int(stored["batch"])
-        path = f"{self.layer_prefix(layer)}/{COLUMNS_DIR}/{name}"
+        path = self.columns_name(layer, name)
         blob = files.read_file(self.root, path)
         if blob is None or len(blob) % _ROW_BYTES:
             raise RecordError(
@@ -681,16 +687,15 @@ class RecordStore:
             new["done"].pop(key, None)
         size = new["chunks_per_batch"]
         blob, summary = pack_done(new["done"], layer_bounds(self.meta, layer), batch * size, size)
-        columns = (
-            f"{self.layer_prefix(layer)}/{COLUMNS_DIR}/{batch:08d}-{uuid.uuid4().hex[:12]}.bin"
-        )
-        files.write_atomic(self.root, columns, blob)  # whole before the batch object names it
+        columns = f"{batch:08d}-{uuid.uuid4().hex[:12]}.bin"
+        # whole before the batch object names it
+        files.write_atomic(self.root, self.columns_name(layer, columns), blob)
         on_disk = {k: v for k, v in new.items() if k != "done"}
-        on_disk.update(columns=columns.rsplit("/", 1)[1], summary=summary)
+        on_disk.update(columns=columns, summary=summary)
         files.write_json(self.root, self.batch_name(layer, batch), on_disk)
         replaced = (previous or {}).get("columns")
-        if replaced and replaced != on_disk["columns"]:
-            files.delete_files(self.root, [f"{self.layer_prefix(layer)}/{COLUMNS_DIR}/{replaced}"])
+        if replaced and replaced != columns:
+            files.delete_files(self.root, [self.columns_name(layer, replaced)])
         self._cache[(layer, batch)] = new
         return new
 

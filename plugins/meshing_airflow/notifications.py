@@ -12,6 +12,7 @@ come from the records, as ``status`` reads them, and the failed batches from Air
 
 from __future__ import annotations
 
+import html
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -145,7 +146,7 @@ def _send(channel: dict[str, Any], message: dict[str, Any], context: dict[str, A
             to=channel["to"],
             from_email=channel.get("from_email"),
             subject=message["subject"],
-            html_content="<pre>" + _escape(message["text"]) + "</pre>",
+            html_content="<pre>" + html.escape(message["text"], quote=False) + "</pre>",
             smtp_conn_id=channel["conn_id"],
         )
     else:
@@ -158,10 +159,6 @@ def _send(channel: dict[str, Any], message: dict[str, Any], context: dict[str, A
             headers={"Content-Type": "application/json"},
         )
     notifier.notify(context)  # not __call__: the text is final, nothing to template
-
-
-def _escape(text: str) -> str:
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
 def notify(

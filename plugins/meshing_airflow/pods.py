@@ -95,7 +95,9 @@ def graph_environment(config: Any) -> dict[str, str]:
             f"{config.source}: a pychunkedgraph graph's pods need its service account key: "
             "set kubernetes.secrets.google to the Kubernetes secret holding google-secret.json"
         )
-    names = ("BIGTABLE_PROJECT", "BIGTABLE_INSTANCE")
+    from meshing_core.graph.pcg import CREDENTIAL_VARIABLES
+
+    names = [n for n in CREDENTIAL_VARIABLES if n.startswith("BIGTABLE_")]
     missing = [n for n in names if not os.environ.get(n)]
     if missing:
         raise MeshingError(

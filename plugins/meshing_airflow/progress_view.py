@@ -83,6 +83,7 @@ def run_view(dag_id: str, run_id: str, session: Any) -> dict[str, Any]:
     from sqlalchemy import select
 
     from meshing_airflow.entries import entry_for_dag
+    from meshing_core.graph import open_graph
     from meshing_core.run import records
     from meshing_core.run.status import status
 
@@ -98,14 +99,18 @@ def run_view(dag_id: str, run_id: str, session: Any) -> dict[str, Any]:
     ticket = _xcom(session, dag_id, run_id, "start")
     if not isinstance(ticket, dict) or "timestamp" not in ticket:
         return {**out, "message": "the run has not begun meshing yet (its start task has not run)"}
-    report = status(entry.config, float(ticket["timestamp"]), grid=True)
+    graph = open_graph(entry.config)  # once: for status and for the failed chunks' indices
+    try:
+        report = status(entry.config, float(ticket["timestamp"]), grid=True, graph=graph)
+        meta = graph.meta
+    finally:
+        graph.close()
     tis = session.execute(
         select(TaskInstance.task_id, TaskInstance.map_index, TaskInstance.state).where(
             TaskInstance.dag_id == dag_id, TaskInstance.run_id == run_id
         )
     ).all()
     run_path = f"dags/{quote(dag_id, safe='')}/runs/{quote(run_id, safe='')}"
-    meta = records.RecordStore(entry.config, report["timestamp"]).meta
     for layer in report["layers"]:
         number = layer["layer"]
         batch_task = f"layer_{number}.batch"
