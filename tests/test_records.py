@@ -139,7 +139,7 @@ def test_done_and_failed_records_roll_up_per_batch(config, meta):
                          bitorder="little")  # fmt: skip
     assert set(np.flatnonzero(bits).tolist()) == set(expected)
     blob = files.read_file(config.mesh_cloudpath, f"records/{key}/2/columns/{raw['columns']}")
-    rows = len(blob) // 24
+    rows = len(blob) // 28  # offset u4, fragments u4, bytes u8, time f8, unclosed u4
     offsets = np.frombuffer(blob[: 4 * rows], "<u4")
     fragments = np.frombuffer(blob[4 * rows : 8 * rows], "<u4")
     assert dict(zip(offsets.tolist(), fragments.tolist(), strict=True)) == expected
@@ -160,6 +160,30 @@ def test_batch_objects_written_before_summaries_still_read(config, meta):
     assert store.layer_summary(2)["bytes"] == 7 and store.layer_summary(2)["chunks_failed"] == 1
     store.record_batch(2, 0, done={(0, 0, 1): {"fragments": 1, "bytes": 3}})
     assert RecordStore(config, T1, meta=meta).done_chunks(2) == {(0, 0, 0): 2, (0, 0, 1): 1}
+
+
+def test_columns_objects_without_the_unclosed_column_still_read(config, meta):
+    """Columns objects from before the closedness check (four columns, no layout) read as 0."""
+    key = records.timestamp_key(T1)
+    files.write_json(
+        config.mesh_cloudpath, f"records/{key}/2/batching.json", {"chunks_per_batch": 4}
+    )
+    blob = b"".join(
+        np.array(values, dtype=kind).tobytes()
+        for values, kind in (([1], "<u4"), ([5], "<u4"), ([70], "<u8"), ([2.0], "<f8"))
+    )
+    files.write_atomic(config.mesh_cloudpath, f"records/{key}/2/columns/old.bin", blob)
+    old = {"layer": 2, "batch": 0, "timestamp": T1, "chunks_per_batch": 4, "failed": {},
+           "columns": "old.bin", "summary": {"done": 1, "empty": 0, "fragments": 5, "bytes": 70,
+                                            "first": 2.0, "last": 2.0, "bits": "Ag=="}}  # fmt: skip
+    files.write_json(config.mesh_cloudpath, f"records/{key}/2/batch-00000000.json", old)
+    store = RecordStore(config, T1, meta=meta)
+    assert store.done_chunks(2) == {(0, 0, 1): 5}
+    assert store.layer_tally(2).unclosed == 0
+    store.record_batch(2, 0, done={(0, 0, 0): {"fragments": 1, "bytes": 3, "unclosed": 1}})
+    again = RecordStore(config, T1, meta=meta)
+    assert again.done_chunks(2) == {(0, 0, 0): 1, (0, 0, 1): 5}
+    assert again.layer_tally(2).unclosed == 1
 
 
 def test_retry_counts_up_and_success_removes_failure(config, meta):
@@ -289,7 +313,7 @@ def test_status_reports_per_layer_from_batch_records(config, meta):
     RunJournal(config).start(T1, 4)
     store = RecordStore(config, T1, meta=meta)
     store.record_batch(2, 0, done={(0, 0, 0): 3, (0, 0, 1): 0}, failed={(0, 1, 0): "bad shard"})
-    store.record_batch(3, 0, done={(0, 0, 0): {"fragments": 2, "bytes": 2048}})
+    store.record_batch(3, 0, done={(0, 0, 0): {"fragments": 2, "bytes": 2048, "unclosed": 1}})
 
     report = status(config)
     assert json.loads(json.dumps(report)) == report  # `status --json`
@@ -309,6 +333,7 @@ def test_status_reports_per_layer_from_batch_records(config, meta):
         "chunks_pending": 29,
         "nodes": counts[2],
         "fragments": 3,
+        "unclosed": 0,
         "bytes": 0,
         "batches_recorded": 1,
         "first_done": recorded_at,
@@ -320,6 +345,8 @@ def test_status_reports_per_layer_from_batch_records(config, meta):
         ],
     }
     assert (layer3["chunks_done"], layer3["bytes"], layer3["chunks_total"]) == (1, 2048, 4)
+    assert layer3["unclosed"] == 1  # fragments failing the closedness check, kept through roll-up
+    assert RecordStore(config, T1, meta=meta).done_chunks(3) == {(0, 0, 0): 2}
     assert layer4["chunks_done"] == 0 and layer4["chunks_total"] == 1
     assert status(config, T0)["layers"][0]["chunks_done"] == 0  # another timestamp
 
@@ -329,8 +356,8 @@ def test_status_reports_per_layer_from_batch_records(config, meta):
     assert "2.0 KiB" in text
     lines = text.splitlines()
     assert lines[2].split() == [
-        "layer", "done", "failed", "pending", "total", "empty", "nodes", "fragments", "bytes",
-        "chunks/min", "eta",
+        "layer", "done", "failed", "pending", "total", "empty", "nodes", "fragments", "unclosed",
+        "bytes", "chunks/min", "eta",
     ]  # fmt: skip
     assert lines[3].split()[:6] == ["2", "2", "1", "29", "32", "1"]
     assert lines[3].split()[-2:] == ["-", "-"]  # no rate yet: no ETA

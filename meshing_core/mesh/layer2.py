@@ -16,7 +16,9 @@ import fastremap
 import numpy as np
 
 from meshing_core.graph.protocol import ChunkedGraphReader
-from meshing_core.mesh.draco_grid import DracoGrid, encode_draco, layer2_grid
+from meshing_core.mesh.closedness import ClosednessTally, edge_defects
+from meshing_core.mesh.draco_grid import DracoGrid, collapse_on_grid, encode_draco, layer2_grid
+from meshing_core.mesh.layer_grids import layer_grids
 from meshing_core.mesh.overlap import resolve_overlap
 from meshing_core.mesh.watershed import MipGeometry, mip_geometry, read_chunk
 
@@ -56,12 +58,17 @@ def chunk_labels(
 
 
 def mesh_chunk(
-    graph: ChunkedGraphReader, config: Any, coords: tuple[int, int, int], timestamp: float
+    graph: ChunkedGraphReader,
+    config: Any,
+    coords: tuple[int, int, int],
+    timestamp: float,
+    closedness: ClosednessTally | None = None,
 ) -> dict[int, bytes]:
     """Draco mesh of every layer-2 node of a chunk at ``timestamp``, keyed by node id (sorted).
 
     ``config`` is a ``GraphConfig`` (watershed path, mesh mip, max_error). Nodes whose surface is
-    empty at the mesh mip get no fragment.
+    empty at the mesh mip get no fragment. Each fragment, as stored, is checked for open edges
+    away from the chunk's faces and for non-manifold edges into ``closedness`` when given.
     """
     from meshing_core.mesh import simplify  # written alongside; imported late on purpose
 
@@ -82,13 +89,16 @@ def mesh_chunk(
     offset_nm = geometry.chunk_offset_nm(coords)
     meshes = simplify.mesh_labels(compact, geometry.resolution, offset_nm, float(config.max_error))
     grid = chunk_grid(geometry, coords)
+    lo, hi, tolerance = layer_grids(graph.meta, geometry, 2).cut_box(2, coords)
     fragments: dict[int, bytes] = {}
     for label in sorted(meshes):
-        vertices, faces = meshes[label]
-        if len(faces) == 0:
+        vertices, faces = collapse_on_grid(*meshes[label], grid)
+        if len(faces) == 0:  # a speck flattened by the grid has no surface to store
             continue
-        data = encode_draco(vertices, faces, grid)
-        if data is not None:  # a speck flattened by the grid has no surface to store
+        if closedness is not None:
+            closedness.add(edge_defects(vertices, faces, (lo, hi), tolerance))
+        data = encode_draco(vertices, faces, grid, collapse=False)
+        if data is not None:
             fragments[int(nodes[int(label) - 1])] = data
     log.debug("chunk %s: %d nodes, %d fragments", coords, nodes.size, len(fragments))
     return fragments

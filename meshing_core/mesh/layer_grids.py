@@ -63,6 +63,20 @@ class LayerGrids:
             out = snap(out, self.bins[layer])
         return out
 
+    def cut_box(self, layer: int, coords: Sequence[int]) -> tuple[np.ndarray, np.ndarray, float]:
+        """Where a chunk's fragments may be open: its box (nm, clipped to the volume), and the
+        tolerance the grids between layer 2 and ``layer`` can move a vertex on its faces by.
+
+        Layer-2 meshes reach the first voxel of the next chunk (the +1 overlap), so the high
+        faces are one block further; at the volume's end they stop at its last voxel.
+        """
+        res = self.geometry.resolution
+        lo = self.offset_nm(layer, coords)
+        last = (self.geometry.voxel_offset + self.geometry.volume_size - 1).astype(np.float64)
+        hi = np.minimum(lo + self.block(layer) * res, last * res)
+        tolerance = sum(self.bins[k] for k in range(2, int(layer) + 1)) / 2.0
+        return lo, hi, float(tolerance)
+
     def mid_planes(self, layer: int, coords: Sequence[int]) -> np.ndarray:
         """Per axis, where the plane between a chunk's two halves lands on the layer-(L-1) lattice.
 

@@ -30,6 +30,7 @@ import zmesh
 
 from meshing_core.errors import MeshingError
 from meshing_core.mesh import meshopt_ffi
+from meshing_core.mesh.closedness import edge_uses
 from meshing_core.mesh.verify_error import far_vertices
 
 log = logging.getLogger(__name__)
@@ -121,13 +122,15 @@ def simplify_bounded(
         far = far_vertices([(meshes[i][0], trial[i]) for i in pending], max_error)
         retry = []
         for i, bad in zip(pending, far, strict=True):
-            if len(bad) == 0:
+            vertices, faces, _ = meshes[i]
+            folded = topology_damage(vertices, faces, trial[i], locks[i])
+            if len(bad) == 0 and len(folded) == 0:
                 results[i] = trial[i]
                 continue
-            faces = meshes[i][1]
             is_bad = np.zeros(len(locks[i]), dtype=bool)
             is_bad[bad] = True
             locks[i][faces[is_bad[faces].any(axis=1)].reshape(-1)] = 1
+            locks[i][folded] = 1
             retry.append(i)
         if retry:
             log.debug("round %d: %d mesh(es) missed the bound, repairing", round_, len(retry))
@@ -140,6 +143,36 @@ def simplify_bounded(
             MAX_REPAIR_ROUNDS,
         )
     return results
+
+
+def topology_damage(
+    vertices: np.ndarray, raw_faces: np.ndarray, faces: np.ndarray, locked: np.ndarray
+) -> np.ndarray:
+    """Raw vertices to lock where simplification made edges non-manifold or opened new rims.
+
+    meshoptimizer's edge collapse does not test the link condition, so a collapse can fold two
+    sheets onto one edge (used by three or more triangles) or leave an edge used once. The raw
+    neighbours of each such edge's ends are returned, grown ring by ring past what ``locked``
+    already holds, so the collapses that caused it cannot happen again and repair converges.
+    """
+    edges, counts = edge_uses(faces)
+    damaged = edges[counts > 2]
+    rims = edges[counts == 1]
+    if len(rims):
+        raw_edges, raw_counts = edge_uses(raw_faces)
+        rims_before = {tuple(e) for e in raw_edges[raw_counts == 1].tolist()}
+        rims = rims[[tuple(e) not in rims_before for e in rims.tolist()]]
+        damaged = np.concatenate([damaged, rims])
+    if len(damaged) == 0:
+        return np.zeros(0, dtype=np.int64)
+    region = np.zeros(len(vertices), dtype=bool)
+    region[damaged.reshape(-1)] = True
+    while True:  # one raw ring at a time until something new gets locked
+        grown = region.copy()
+        grown[raw_faces[region[raw_faces].any(axis=1)].reshape(-1)] = True
+        if grown.sum() == region.sum() or (grown & ~locked.astype(bool)).any():
+            return np.flatnonzero(grown)
+        region = grown
 
 
 def _on_array_faces(vertices: np.ndarray, planes_hi: np.ndarray, tolerance: float) -> np.ndarray:

@@ -29,8 +29,9 @@ from meshing_core import ids
 from meshing_core.config import positive_int
 from meshing_core.errors import MeshingError
 from meshing_core.graph.protocol import ChunkedGraphReader
+from meshing_core.mesh.closedness import ClosednessTally, edge_defects
 from meshing_core.mesh.descendants import fragment_sources, multi_child_plan
-from meshing_core.mesh.draco_grid import encode_draco
+from meshing_core.mesh.draco_grid import collapse_on_grid, encode_draco
 from meshing_core.mesh.fragments import FragmentSource, StitchInputError
 from meshing_core.mesh.layer_grids import LayerGrids, layer_grids
 from meshing_core.mesh.merge import merge_on_planes
@@ -58,6 +59,8 @@ class StitchOutcome:
     skipped: tuple[int, ...] = ()
     removed_stale: bool = False
     largest_triangles: int = 0
+    unclosed: int = 0
+    """Fragments written with open edges away from the chunk's faces or non-manifold edges."""
 
 
 def max_triangles_of(config: Any) -> int:
@@ -177,6 +180,8 @@ def stitch_chunk(
     spec = sharding[str(layer)]
     skipped: list[int] = []
     written = largest = 0
+    lo, hi, tolerance = grids.cut_box(layer, coords)
+    closedness = ClosednessTally()
     try:
         with files.atomic_writer(folder, name) as fh:
             writer = ShardWriter(fh, spec)
@@ -192,9 +197,11 @@ def stitch_chunk(
                 vertices, faces = mesh
                 if len(faces) == 0:
                     continue
-                data = encode_draco(vertices, faces, grid)
-                if data is None:  # flattened on this layer's grid: nothing to store
+                vertices, faces = collapse_on_grid(vertices, faces, grid)
+                if len(faces) == 0:  # flattened on this layer's grid: nothing to store
                     continue
+                closedness.add(edge_defects(vertices, faces, (lo, hi), tolerance))
+                data = encode_draco(vertices, faces, grid, collapse=False)
                 largest = max(largest, len(faces))
                 writer.add(node, data)
                 written += 1
@@ -213,4 +220,6 @@ def stitch_chunk(
         layer, list(coords), len(plan), written, len(skipped), source.fragments_read,
         source.bytes_read,
     )  # fmt: skip
-    return StitchOutcome(written, size, tuple(skipped), largest_triangles=largest)
+    return StitchOutcome(
+        written, size, tuple(skipped), largest_triangles=largest, unclosed=closedness.unclosed
+    )

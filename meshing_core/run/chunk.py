@@ -44,6 +44,8 @@ class ChunkResult:
     removed_stale: bool = False
     skipped: tuple[int, ...] = ()
     """Nodes over ``mesh.max_triangles``: not written, left to their children."""
+    unclosed: int = 0
+    """Fragments written with open edges away from the chunk's faces or non-manifold edges."""
 
 
 @dataclass(frozen=True)
@@ -152,6 +154,7 @@ def _graph(config: GraphConfig) -> Any:
 
 def _publish(context: ChunkContext, coords: Coords) -> ChunkResult:
     """Mesh or stitch the chunk and write (or remove) its shard."""
+    from meshing_core.mesh.closedness import ClosednessTally
     from meshing_core.mesh.layer2 import mesh_chunk
     from meshing_core.store.sharding import encode_shard
 
@@ -168,11 +171,13 @@ def _publish(context: ChunkContext, coords: Coords) -> ChunkResult:
             context.max_triangles,
         )
         return ChunkResult(
-            coords, outcome.fragments, outcome.bytes, outcome.removed_stale, outcome.skipped
-        )
+            coords, outcome.fragments, outcome.bytes, outcome.removed_stale, outcome.skipped,
+            outcome.unclosed,
+        )  # fmt: skip
     target, name = context.shard_dir, context.shard_name(coords)
     try:
-        fragments = mesh_chunk(context.graph, context.config, coords, context.timestamp)
+        closedness = ClosednessTally()
+        fragments = mesh_chunk(context.graph, context.config, coords, context.timestamp, closedness)
     except MeshingError:
         raise
     except Exception as exc:
@@ -185,7 +190,7 @@ def _publish(context: ChunkContext, coords: Coords) -> ChunkResult:
         return ChunkResult(coords, 0, 0, removed_stale=stale)
     data = encode_shard(fragments, context.spec)
     files.write_atomic(target, name, data)
-    return ChunkResult(coords, len(fragments), len(data))
+    return ChunkResult(coords, len(fragments), len(data), unclosed=closedness.unclosed)
 
 
 def run_chunk(

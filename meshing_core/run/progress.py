@@ -32,6 +32,7 @@ class LayerProgress:
     fragments: int
     bytes: int
     batches_recorded: int
+    unclosed: int
     first_done: float | None
     last_done: float | None
     failures: dict[Coords, dict[str, Any]] = field(default_factory=dict)
@@ -73,6 +74,7 @@ class LayerProgress:
             "chunks_failed": self.failed,
             "chunks_pending": self.pending,
             "fragments": self.fragments,
+            "unclosed": self.unclosed,
             "bytes": self.bytes,
             "batches_recorded": self.batches_recorded,
             "first_done": self.first_done,
@@ -114,6 +116,7 @@ def layer_progress(store: RecordStore, layer: int, *, grid: bool = True) -> Laye
         fragments=tally.fragments,
         bytes=tally.bytes,
         batches_recorded=tally.batches_recorded,
+        unclosed=tally.unclosed,
         first_done=tally.first,
         last_done=tally.last,
         failures=tally.failures,

@@ -200,28 +200,44 @@ def _done_entry(value: Any, when: float) -> dict[str, Any]:
     """A completion record from an int (fragments), a mapping, or an object with attributes."""
     if isinstance(value, Mapping):
         fragments, size = value.get("fragments"), value.get("bytes", 0)
+        unclosed = value.get("unclosed", 0)
     elif isinstance(value, int):
-        fragments, size = value, 0
+        fragments, size, unclosed = value, 0, 0
     else:
         fragments, size = getattr(value, "fragments", None), getattr(value, "bytes", 0)
+        unclosed = getattr(value, "unclosed", 0)
     if fragments is None or int(fragments) < 0:
         raise ValueError(f"a completion record needs a fragment count >= 0, got {value!r}")
-    return {"fragments": int(fragments), "bytes": int(size or 0), "time": when}
+    entry = {"fragments": int(fragments), "bytes": int(size or 0), "time": when}
+    if unclosed:
+        entry["unclosed"] = int(unclosed)
+    return entry
 
 
 # -- completion records: a summary in the batch object, per-chunk columns beside it -------------
 # A rolled-up batch object holds its failures, a summary of its completions (counts, sums, first
 # and last time, and a bitmap of the done chunks over the batch's index range) and the name of a
-# binary object holding the per-chunk columns (offset in the batch, fragments, bytes, time;
-# little endian). ``status`` and the progress view read only the small batch objects: a layer of
+# binary object holding the per-chunk columns (offset in the batch, fragments, bytes, time,
+# unclosed fragments; little endian; objects written before the last column was added say
+# nothing of ``columns_layout`` and are read with the first four). ``status`` and the progress view read only the small batch objects: a layer of
 # a million chunks is a thousand objects of a few hundred bytes. Readers that need each chunk
 # (resume, stitching) read the columns too. The columns object is written before the batch
 # object names it, and has a new name each time, so a batch object never names a columns object
 # that is not whole; the one it replaced is deleted afterwards. Batch objects written before
 # hold a ``done`` dict and read the same.
 COLUMNS_DIR = "columns"
-_COLUMNS = (("offset", "<u4"), ("fragments", "<u4"), ("bytes", "<u8"), ("time", "<f8"))
-_ROW_BYTES = sum(np.dtype(t).itemsize for _, t in _COLUMNS)
+_COLUMNS = (
+    ("offset", "<u4"), ("fragments", "<u4"), ("bytes", "<u8"), ("time", "<f8"), ("unclosed", "<u4")
+)  # fmt: skip
+COLUMNS_LAYOUT = 2  # ``columns_layout`` of a batch object: 1 (absent) = the first four columns
+
+
+def _layout(layout: int) -> tuple[tuple[str, str], ...]:
+    return _COLUMNS if int(layout) >= 2 else _COLUMNS[:4]
+
+
+def _row_bytes(layout: int) -> int:
+    return sum(np.dtype(t).itemsize for _, t in _layout(layout))
 
 
 def pack_done(
@@ -239,6 +255,7 @@ def pack_done(
         "fragments": np.array([int(done[k]["fragments"]) for k in keys], np.int64)[order],
         "bytes": np.array([int(done[k].get("bytes", 0)) for k in keys], np.int64)[order],
         "time": np.array([float(done[k].get("time", 0.0)) for k in keys], np.float64)[order],
+        "unclosed": np.array([int(done[k].get("unclosed", 0)) for k in keys], np.int64)[order],
     }
     blob = b"".join(np.ascontiguousarray(values[n], dtype=t).tobytes() for n, t in _COLUMNS)
     bits = np.zeros(int(size), dtype=bool)
@@ -248,6 +265,7 @@ def pack_done(
         "empty": int(np.count_nonzero(values["fragments"] == 0)),
         "fragments": int(values["fragments"].sum()),
         "bytes": int(values["bytes"].sum()),
+        "unclosed": int(values["unclosed"].sum()),
         "first": float(values["time"].min()) if keys else None,
         "last": float(values["time"].max()) if keys else None,
         "bits": base64.b64encode(np.packbits(bits, bitorder="little").tobytes()).decode(),
@@ -255,24 +273,27 @@ def pack_done(
     return blob, summary
 
 
-def unpack_done(blob: bytes, bounds: Coords, first: int) -> dict[str, dict[str, Any]]:
+def unpack_done(
+    blob: bytes, bounds: Coords, first: int, layout: int = COLUMNS_LAYOUT
+) -> dict[str, dict[str, Any]]:
     """The ``done`` dict of a batch from its columns object."""
-    rows = len(blob) // _ROW_BYTES
+    rows = len(blob) // _row_bytes(layout)
     arrays, at = {}, 0
-    for name, kind in _COLUMNS:
+    for name, kind in _layout(layout):
         width = np.dtype(kind).itemsize * rows
         arrays[name] = np.frombuffer(blob[at : at + width], dtype=kind)
         at += width
-    return {
-        _coords_key(_coords_in(first + int(o), bounds)): {
-            "fragments": int(f),
-            "bytes": int(b),
-            "time": float(t),
-        }
-        for o, f, b, t in zip(
-            arrays["offset"], arrays["fragments"], arrays["bytes"], arrays["time"], strict=True
-        )
-    }
+    unclosed = arrays.get("unclosed", np.zeros(rows, dtype=np.int64))
+    done = {}
+    for o, f, b, t, u in zip(
+        arrays["offset"], arrays["fragments"], arrays["bytes"], arrays["time"], unclosed,
+        strict=True,
+    ):  # fmt: skip
+        entry = {"fragments": int(f), "bytes": int(b), "time": float(t)}
+        if u:
+            entry["unclosed"] = int(u)
+        done[_coords_key(_coords_in(first + int(o), bounds))] = entry
+    return done
 
 
 @dataclass
@@ -289,6 +310,7 @@ class LayerTally:
     empty: int = 0
     fragments: int = 0
     bytes: int = 0
+    unclosed: int = 0
     first: float | None = None
     last: float | None = None
     failures: dict[Coords, dict[str, Any]] = field(default_factory=dict)
@@ -305,6 +327,7 @@ class LayerTally:
         self.empty += summary["empty"]
         self.fragments += summary["fragments"]
         self.bytes += summary["bytes"]
+        self.unclosed += summary.get("unclosed", 0)
         first, last = summary.get("first"), summary.get("last")
         if first is not None:
             self.first = first if self.first is None else min(self.first, first)
@@ -407,7 +430,11 @@ class RecordStore:
         """A batch object with the given chunk objects applied on top (they are newer)."""
         done = {} if stored is None else self._stored_done(stored)
         merged = {
-            **{k: v for k, v in (stored or {}).items() if k not in ("columns", "summary")},
+            **{
+                k: v
+                for k, v in (stored or {}).items()
+                if k not in ("columns", "summary", "columns_layout")
+            },
             "done": done,
             "failed": dict((stored or {}).get("failed", {})),
         }
@@ -472,15 +499,16 @@ class RecordStore:
             return dict(stored.get("done") or {})
         layer, batch = int(stored["layer"]), int(stored["batch"])
         path = self.columns_name(layer, name)
+        layout = int(stored.get("columns_layout", 1))
         blob = files.read_file(self.root, path)
-        if blob is None or len(blob) % _ROW_BYTES:
+        if blob is None or len(blob) % _row_bytes(layout):
             raise RecordError(
                 f"record {self.root}/{path} named by {self.batch_name(layer, batch)} is missing or "
                 "truncated: delete the batch object and re-run the batch (its chunks will be "
                 "meshed again)"
             )
         first = batch * int(stored["chunks_per_batch"])
-        return unpack_done(blob, layer_bounds(self.meta, layer), first)
+        return unpack_done(blob, layer_bounds(self.meta, layer), first, layout)
 
     def layer_tally(self, layer: int) -> LayerTally:
         """Every record of a layer, added up: a done mask over the layer, sums, times, failures.
@@ -691,7 +719,7 @@ class RecordStore:
         # whole before the batch object names it
         files.write_atomic(self.root, self.columns_name(layer, columns), blob)
         on_disk = {k: v for k, v in new.items() if k != "done"}
-        on_disk.update(columns=columns, summary=summary)
+        on_disk.update(columns=columns, columns_layout=COLUMNS_LAYOUT, summary=summary)
         files.write_json(self.root, self.batch_name(layer, batch), on_disk)
         replaced = (previous or {}).get("columns")
         if replaced and replaced != columns:

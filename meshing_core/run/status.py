@@ -143,8 +143,8 @@ def format_status(report: dict[str, Any]) -> str:
         stale = f" (stale: {lease['stale']})" if lease.get("stale") else ""
         lines.append(f"lease held by {lease['text']}{stale}")
     header = (
-        "layer", "done", "failed", "pending", "total", "empty", "nodes", "fragments", "bytes",
-        "chunks/min", "eta",
+        "layer", "done", "failed", "pending", "total", "empty", "nodes", "fragments", "unclosed",
+        "bytes", "chunks/min", "eta",
     )  # fmt: skip
     rows = [header]
     for layer in report["layers"]:
@@ -159,6 +159,7 @@ def format_status(report: dict[str, Any]) -> str:
                 str(layer["chunks_empty"]),
                 "-" if layer["nodes"] is None else str(layer["nodes"]),
                 str(layer["fragments"]),
+                str(layer.get("unclosed", 0)),
                 _size(layer["bytes"]),
                 "-" if rate is None else f"{rate:.1f}",
                 format_duration(layer.get("eta_seconds")),
