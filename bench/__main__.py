@@ -9,7 +9,9 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import tempfile
 import time
+from pathlib import Path
 
 from bench import (
     build_large,
@@ -44,6 +46,9 @@ def _layer2(args: argparse.Namespace) -> None:
     figures = layer2.run(graph_yaml, args.repeats)
     for line in layer2.report(figures):
         print(line, flush=True)
+    with tempfile.TemporaryDirectory(prefix="bench-real-") as workdir:
+        for line in layer2.report_real(layer2.run_real(Path(workdir))):
+            print(line, flush=True)
 
 
 def _stitch(args: argparse.Namespace) -> None:

@@ -28,6 +28,7 @@ class ChunkInput:
     inner_voxels: int
     offset_nm: np.ndarray
     grid: object
+    own_hi_nm: np.ndarray  # the chunk's own voxels end here; the +1 overlap is the next chunk's
 
 
 @dataclass
@@ -45,6 +46,7 @@ class Layer2Figures:
     ours_fragments: int = 0
     seed_fragments: int = 0
     max_deviation_nm: float = 0.0
+    max_deviation_own_nm: float = 0.0
     draco_bin_nm: float = 0.0
     peak_rss_mib: float = 0.0
     max_error: float = 0.0
@@ -71,6 +73,8 @@ def chunk_inputs(config, timestamp: float) -> list[ChunkInput]:
                 inner_voxels=int(np.prod(inner)),
                 offset_nm=geometry.chunk_offset_nm(coords),
                 grid=chunk_grid(geometry, coords),
+                own_hi_nm=geometry.chunk_offset_nm(coords)
+                + np.asarray(inner) * geometry.resolution,
             )
         )
     return inputs, geometry
@@ -137,7 +141,7 @@ def measure_output(config, inputs, geometry, figures: Layer2Figures) -> None:
     import igl
 
     ours = read_our_meshes(config, inputs)
-    worst = 0.0
+    worst = worst_own = 0.0
     for chunk in inputs:
         meshes = ours[chunk.coords]
         mesher = zmesh.Mesher(tuple(float(r) for r in geometry.resolution))
@@ -152,10 +156,14 @@ def measure_output(config, inputs, geometry, figures: Layer2Figures) -> None:
             points = raw.vertices.astype(np.float64) + chunk.offset_nm
             sqr, _, _ = igl.point_mesh_squared_distance(points, vertices, faces)
             worst = max(worst, float(np.sqrt(sqr.max())))
+            own = (points < chunk.own_hi_nm - 1e-6).all(axis=1)
+            if own.any():
+                worst_own = max(worst_own, float(np.sqrt(sqr[own].max())))
         figures.ours_triangles += sum(len(m[1]) for m in meshes.values())
         figures.ours_bytes += sum(m[2] for m in meshes.values())
         figures.ours_fragments += len(meshes)
     figures.max_deviation_nm = worst
+    figures.max_deviation_own_nm = worst_own
     figures.draco_bin_nm = float(inputs[0].grid.bin_size)
 
 
@@ -194,6 +202,37 @@ def run(graph_yaml: Path, repeats: int) -> Layer2Figures:
     biggest = max(inputs, key=lambda c: int(np.count_nonzero(c.labels)))
     figures.peak_rss_mib = peak_rss(graph_yaml, timestamp, biggest.coords)
     return figures
+
+
+def run_real(workdir: Path) -> Layer2Figures:
+    """Ours vs the seed recipe on real data: the example (the gala train crop, 10 nm voxels,
+    max_error 10), every layer-2 chunk once, at a time after its edits. Output only, untimed."""
+    from meshing_core.config import load_config
+    from meshing_core.datasets.example import build_example
+    from meshing_core.run.setup import setup_meshes
+
+    graph_yaml = build_example(workdir / "example", progress=False)
+    config = load_config(graph_yaml)
+    setup_meshes(config, reset=True)
+    timestamp = time.time()
+    inputs, geometry = chunk_inputs(config, timestamp)
+    figures = Layer2Figures(chunks=len(inputs), max_error=float(config.max_error))
+    run_seed(inputs, geometry, float(config.max_error), 1, figures)
+    run_ours(config, timestamp, 1, 1)
+    measure_output(config, inputs, geometry, figures)
+    return figures
+
+
+def report_real(figures: Layer2Figures) -> list[str]:
+    return [
+        f"layer2_real chunks {figures.chunks} max_error_nm {figures.max_error:g} "
+        f"seed_triangles {figures.seed_triangles} ours_triangles {figures.ours_triangles} "
+        f"seed_bytes {figures.seed_bytes} ours_bytes {figures.ours_bytes} "
+        f"draco_bin_nm {figures.draco_bin_nm:g}",
+        f"RATIO l2_triangles_vs_seed_real {figures.ours_triangles / max(figures.seed_triangles, 1):.3f}",
+        f"layer2_real max_deviation_nm_with_overlap {figures.max_deviation_nm:.3f}",
+        f"RATIO l2_max_deviation_nm_real {figures.max_deviation_own_nm:.3f}",
+    ]
 
 
 def report(figures: Layer2Figures) -> list[str]:

@@ -2,8 +2,9 @@
 
 The chunk is read with a +1 voxel overlap whose voxels are relabelled to the in-chunk nodes they
 connect to (see ``overlap``), so each node's mesh reaches the plane it shares with the next chunk
-and the two sides meet there. Vertices are in nm at the chunk's world offset and are quantised on
-the chunk's draco grid, aligned to the global grid all chunks share.
+and the two sides meet there. Nodes of one object that touch in the chunk keep identical walls
+(``simplify``), which stitching removes (``merge``). Vertices are in nm at the chunk's world
+offset and are quantised on the chunk's draco grid, aligned to the global grid all chunks share.
 """
 
 from __future__ import annotations
@@ -37,7 +38,11 @@ def chunk_labels(
     coords: Sequence[int],
     timestamp: float,
 ) -> np.ndarray:
-    """Layer-2 labels of a chunk read with its overlap: in-chunk nodes, overlap resolved, else 0."""
+    """Layer-2 labels of a chunk read with its overlap: in-chunk nodes, overlap resolved, else 0.
+
+    Two graph calls: the supervoxels' layer-2 parents, and (with an overlap) those nodes'
+    ancestors at the overlap layer (DESIGN.md's rule, the ChunkedGraph's own).
+    """
     svs = np.asarray(supervoxels, dtype=np.uint64)
     unique = fastremap.unique(svs)
     unique = unique[unique != 0]
@@ -49,12 +54,44 @@ def chunk_labels(
     ).astype(np.uint64)
     if l2.shape == inner:
         return l2
-    present = fastremap.unique(l2)
-    present = present[present != 0]
+    present = fastremap.unique(parents)
     stop_layer = graph.meta.overlap_layer(coords)
     ancestors = np.asarray(graph.ancestors(present, stop_layer, timestamp), dtype=np.uint64)
     ancestor_of = dict(zip(present.tolist(), ancestors.tolist(), strict=True))
     return resolve_overlap(l2, inner, ancestor_of)
+
+
+def touching_pairs(labels: np.ndarray) -> np.ndarray:
+    """Pairs (a < b) of nonzero labels with face-adjacent voxels, sorted, unique."""
+    found = []
+    for axis in range(3):
+        a = np.moveaxis(labels, axis, 0)
+        left, right = a[:-1].ravel(), a[1:].ravel()
+        differ = (left != right) & (left != 0) & (right != 0)
+        if differ.any():
+            found.append(np.sort(np.stack([left[differ], right[differ]], axis=1), axis=1))
+    if not found:
+        return np.zeros((0, 2), dtype=labels.dtype)
+    return np.unique(np.concatenate(found), axis=0)
+
+
+def joined_pairs(
+    graph: ChunkedGraphReader, compact: np.ndarray, nodes: np.ndarray, timestamp: float
+) -> np.ndarray:
+    """Touching label pairs (compact labels) whose nodes belong to one object at ``timestamp``.
+
+    Their walls are kept identical on both sides so stitching removes them (``merge``). One
+    graph call (the roots of the nodes that touch another node), none when none do.
+    """
+    pairs = touching_pairs(compact)
+    if len(pairs) == 0:
+        return pairs
+    involved = np.unique(pairs)
+    roots = np.asarray(graph.roots(nodes[involved.astype(np.int64) - 1], timestamp))
+    root = np.zeros(int(involved.max()) + 1, dtype=np.uint64)
+    root[involved.astype(np.int64)] = roots
+    index = pairs.astype(np.int64)
+    return pairs[root[index[:, 0]] == root[index[:, 1]]]
 
 
 def mesh_chunk(
@@ -87,7 +124,10 @@ def mesh_chunk(
     ).astype(np.uint32)
     del labels
     offset_nm = geometry.chunk_offset_nm(coords)
-    meshes = simplify.mesh_labels(compact, geometry.resolution, offset_nm, float(config.max_error))
+    joined = joined_pairs(graph, compact, nodes, timestamp)
+    meshes = simplify.mesh_labels(
+        compact, geometry.resolution, offset_nm, float(config.max_error), joined=joined
+    )
     grid = chunk_grid(geometry, coords)
     lo, hi, tolerance = layer_grids(graph.meta, geometry, 2).cut_box(2, coords)
     fragments: dict[int, bytes] = {}

@@ -9,6 +9,12 @@ inside a child chunk snaps onto the plane too (with 10 nm voxels and 6 nm bins, 
 voxel inside does), and it is then merged with any vertex that landed on the very same point.
 The merged points are identical, so the geometry does not change; triangles that collapse to a
 line or a point are dropped, and vertices no triangle uses any more are removed.
+
+Walls: two nodes of one object can touch without being joined at their own layer (the graph
+joins them higher up, or an edit merged two objects that touch). Each node's mesh is closed, so
+where they touch both carry the wall between them, and the merged mesh would hold two sheets
+there. Layer 2 keeps such walls identical on both sides, and ``drop_walls`` removes every
+triangle that appears twice (same three points), leaving the object's outer surface.
 """
 
 from __future__ import annotations
@@ -55,6 +61,25 @@ def merge_on_planes(
         merged = vertices[off_idx]
     faces = remap[faces]
     return drop_degenerate(merged, faces)
+
+
+def drop_walls(vertices: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Weld exactly coincident vertices and remove triangles present twice (a wall's two sides).
+
+    A triangle present an odd number of times keeps one copy.
+    """
+    from meshing_core.mesh.closedness import weld
+
+    points, tris = weld(vertices, faces)
+    if len(tris) == 0:
+        return points, tris.astype(np.uint32)
+    key = np.sort(tris, axis=1)
+    _, first, inverse, counts = np.unique(
+        key, axis=0, return_index=True, return_inverse=True, return_counts=True
+    )
+    inverse = inverse.reshape(-1)
+    keep = (counts[inverse] % 2 == 1) & (first[inverse] == np.arange(len(tris)))
+    return drop_degenerate(points, tris[keep])
 
 
 def drop_degenerate(vertices: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -7,8 +7,13 @@ re-entering the chunk), the voxel is resolved by voxel connectivity: it takes th
 face-adjacent in-chunk voxel if that is one of them; else the label spreading through the
 overlap shell from such voxels of the same ancestor (nearest first, smallest label on ties); a
 shell piece connected to none of them gets 0, as in the ChunkedGraph's own meshing (guessing a
-node would attach a surface that node does not touch). Everything is pure numpy so the result
-depends only on the input (byte-identical reruns).
+node would attach a surface that node does not touch). Finally each piece of one neighbour node
+in the shell (face-connected) goes whole to the in-chunk node most of it reached (smallest label
+on ties), as the ChunkedGraph's own meshing gives a whole ambiguous strip to one node: split
+between two nodes, its outline on the shared plane would differ from the one the neighbour
+chunk meshes (a crack along the seam); given whole it matches it, and the two in-chunk nodes
+meet in a wall that stitching removes. The result depends only on the input (byte-identical
+reruns).
 """
 
 from __future__ import annotations
@@ -147,3 +152,31 @@ def _resolve_ambiguous(
         pending = pending[~done]
 
     # 3. Shell pieces connected to no candidate keep 0 (set by the caller's remap).
+    _one_node_per_piece(labels, out, shell, amb_ids)
+
+
+def _one_node_per_piece(
+    labels: np.ndarray, out: np.ndarray, shell: np.ndarray, amb_ids: np.ndarray
+) -> None:
+    """Give each face-connected shell piece of one neighbour node a single in-chunk node."""
+    import cc3d
+
+    pieces = cc3d.connected_components(
+        np.where(shell & np.isin(labels, amb_ids), labels, 0), connectivity=6
+    )
+    where = np.nonzero(pieces)
+    piece_of = pieces[where].astype(np.uint64)
+    chosen = out[where]
+    reached = chosen != 0
+    if not reached.any():
+        return
+    pairs, counts = np.unique(
+        np.stack([piece_of[reached], chosen[reached]], axis=1), axis=0, return_counts=True
+    )
+    order = np.lexsort((pairs[:, 1], -counts, pairs[:, 0]))  # most voxels, then smallest label
+    pairs = pairs[order]
+    first = np.concatenate([[True], pairs[1:, 0] != pairs[:-1, 0]])
+    winner = dict(zip(pairs[first, 0].tolist(), pairs[first, 1].tolist(), strict=True))
+    new = fastremap.remap(piece_of, winner, preserve_missing_labels=True)
+    keep = tuple(axis[reached] for axis in where)
+    out[keep] = new[reached]

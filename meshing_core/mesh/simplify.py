@@ -55,12 +55,17 @@ def mesh_labels(
     max_error: float,
     *,
     target_fraction: float = DEFAULT_TARGET_FRACTION,
+    joined: np.ndarray | None = None,
 ) -> dict[int, Mesh]:
     """Mesh every nonzero label of an xyz array (one chunk plus its +1 voxel overlap).
 
     Returns ``{label: (vertices float32 (N, 3) nm absolute, faces uint32 (M, 3))}`` in ascending
     label order. Labels without any surface in the array (none, or filling it) are omitted.
     Every raw marching-cubes vertex of a label lies within ``max_error`` nm of its mesh.
+
+    ``joined`` lists label pairs (K, 2) that belong to one object although they are separate
+    nodes: the vertices of the wall between them are locked, so both meshes keep the same
+    wall triangles and stitching can remove the wall exactly (``merge.drop_walls``).
     """
     labels = _check_inputs(labels, resolution, offset_nm, max_error)
     res = np.asarray(resolution, dtype=np.float64)
@@ -80,7 +85,10 @@ def mesh_labels(
         vertices = np.ascontiguousarray(raw.vertices, dtype=np.float32)
         faces = np.ascontiguousarray(raw.faces, dtype=np.uint32)
         if len(faces):
-            found.append((label, vertices, faces, _on_array_faces(vertices, planes_hi, tolerance)))
+            lock = _on_array_faces(vertices, planes_hi, tolerance)
+            if joined is not None and len(joined):
+                lock |= _on_joined_walls(labels, label, vertices, res, joined)
+            found.append((label, vertices, faces, lock))
     del mesher
     kept = simplify_bounded([(v, f, lock) for _, v, f, lock in found], max_error, target_fraction)
     return {
@@ -173,6 +181,31 @@ def topology_damage(
         if grown.sum() == region.sum() or (grown & ~locked.astype(bool)).any():
             return np.flatnonzero(grown)
         region = grown
+
+
+def _on_joined_walls(
+    labels: np.ndarray, label: int, vertices: np.ndarray, res: np.ndarray, joined: np.ndarray
+) -> np.ndarray:
+    """Vertices of ``label`` lying between one of its voxels and a voxel of a label joined to it.
+
+    A marching-cubes vertex sits half-way along the edge between two voxel centres; the voxels
+    at both ends tell which two labels it separates.
+    """
+    partners = np.concatenate([joined[joined[:, 0] == label, 1], joined[joined[:, 1] == label, 0]])
+    if len(partners) == 0:
+        return np.zeros(len(vertices), dtype=bool)
+    grid = vertices.astype(np.float64) / res
+    half = np.abs(grid - np.floor(grid) - 0.5) < 1e-3  # the axis the vertex's edge runs along
+    low = np.floor(grid + 1e-6).astype(np.int64)
+    high = low + half
+    ok = half.sum(axis=1) == 1
+    shape = np.asarray(labels.shape) - 1
+    low = np.clip(low, 0, shape)
+    high = np.clip(high, 0, shape)
+    a = labels[low[:, 0], low[:, 1], low[:, 2]]
+    b = labels[high[:, 0], high[:, 1], high[:, 2]]
+    other = np.where(a == label, b, a)
+    return ok & np.isin(other, partners)
 
 
 def _on_array_faces(vertices: np.ndarray, planes_hi: np.ndarray, tolerance: float) -> np.ndarray:

@@ -34,7 +34,7 @@ from meshing_core.mesh.descendants import fragment_sources, multi_child_plan
 from meshing_core.mesh.draco_grid import collapse_on_grid, encode_draco
 from meshing_core.mesh.fragments import FragmentSource, StitchInputError
 from meshing_core.mesh.layer_grids import LayerGrids, layer_grids
-from meshing_core.mesh.merge import merge_on_planes
+from meshing_core.mesh.merge import drop_walls, merge_on_planes
 from meshing_core.mesh.watershed import mip_geometry
 from meshing_core.store import files, layout
 from meshing_core.store.sharding import ShardFormatError, ShardWriter, fragment_order
@@ -98,7 +98,7 @@ def _node_mesh(
         if triangles > limit:
             return None
         parts.append((grids.requantise(vertices, ids.layer_of(node), layer - 1), faces))
-    return merge_on_planes(parts, planes)
+    return drop_walls(*merge_on_planes(parts, planes))
 
 
 def _fragment_source(
