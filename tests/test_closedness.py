@@ -64,3 +64,60 @@ def test_simplification_adds_no_open_or_nonmanifold_edge(max_error):
         before = edge_defects(raw.vertices, raw.faces, box, 1e-3)
         after = edge_defects(vertices, faces, box, 1e-3)
         assert after.open <= before.open and after.nonmanifold <= before.nonmanifold, label
+
+
+def test_triangles_flattened_onto_a_line_are_split_away_not_left_or_dropped():
+    """A triangle whose corners snap onto one line has no area; removing it alone opens a hole."""
+    from meshing_core.mesh.draco_grid import split_flat
+
+    a, b, c, d = [0, 0, 0], [6, 0, 0], [0, 6, 0], [0, 0, 6]
+    m = [3, 0, 0]  # on the edge a-b: the triangle (a, b, m) below is flat
+    vertices = np.array([a, b, c, d, m], dtype=np.float64)
+    faces = np.array([[0, 4, 2], [4, 1, 2], [0, 1, 4], [0, 3, 1], [1, 3, 2], [2, 3, 0]])
+    directed = {tuple(e) for f in faces.tolist() for e in zip(f, f[1:] + f[:1], strict=True)}
+    assert len(directed) == 3 * len(faces)  # consistently oriented ...
+    assert edge_defects(vertices, faces).closed  # ... and closed, with one zero-area triangle
+    fixed = split_flat(vertices, faces)
+    corners = vertices[fixed]
+    areas = np.linalg.norm(
+        np.cross(corners[:, 1] - corners[:, 0], corners[:, 2] - corners[:, 0]), axis=1
+    )
+    assert (areas > 0).all() and len(fixed) == len(faces)
+    assert edge_defects(vertices, fixed).closed
+    directed = {tuple(e) for f in fixed.tolist() for e in zip(f, f[1:] + f[:1], strict=True)}
+    assert len(directed) == 3 * len(fixed)  # orientation kept
+    before = vertices[faces]
+    area_before = np.linalg.norm(
+        np.cross(before[:, 1] - before[:, 0], before[:, 2] - before[:, 0]), axis=1
+    )
+    assert np.isclose(areas.sum(), area_before.sum())  # the same surface
+
+
+def test_stored_fragments_have_no_zero_area_triangle_and_stay_closed(gala_dir):
+    """Real supervoxels through simplification and the draco grid: nothing flat is stored."""
+    import h5py
+
+    from meshing_core.mesh.draco_grid import collapse_on_grid, layer2_grid
+
+    with h5py.File(gala_dir / "train-ws.lzf.h5", "r") as handle:
+        block = np.ascontiguousarray(handle["stack"][:17, :33, :33].transpose(2, 1, 0))
+    res = (10.0, 10.0, 10.0)
+    grid = layer2_grid((32, 32, 16), res, (0, 0, 0))
+    box = (np.zeros(3), (np.asarray(block.shape) - 1) * 10.0)
+    flat_before = 0
+    for label, (vertices, faces) in mesh_labels(
+        block.astype(np.uint32), res, (0, 0, 0), 10.0
+    ).items():
+        snapped = grid.snap(vertices)[faces.astype(np.int64)]
+        cross = np.cross(snapped[:, 1] - snapped[:, 0], snapped[:, 2] - snapped[:, 0])
+        flat_before += int(np.count_nonzero(~cross.any(axis=1)))
+        stored, tris = collapse_on_grid(vertices, faces, grid)
+        corners = stored[tris.astype(np.int64)]
+        area = np.linalg.norm(
+            np.cross(corners[:, 1] - corners[:, 0], corners[:, 2] - corners[:, 0]), axis=1
+        )
+        assert (area > 0).all(), label
+        before = edge_defects(grid.snap(vertices), faces, box, grid.bin_size)
+        after = edge_defects(stored, tris, box, grid.bin_size)
+        assert after.open <= before.open and after.nonmanifold <= before.nonmanifold, label
+    assert flat_before > 0  # the case occurs on this block

@@ -104,7 +104,9 @@ def collapse_on_grid(
     (their vertices merged, as an edge collapse does: the neighbours across the collapsed
     triangles become neighbours of each other, so no hole opens) and the flattened triangles
     dropped. Vertices that land on one point without an edge between them stay apart (merging
-    them would pinch the surface). Positions are the snapped ones Draco would store anyway.
+    them would pinch the surface). Snapping can also put three corners on one line: such a
+    triangle is removed by splitting its long edge at the middle corner (``split_flat``).
+    Positions are the snapped ones Draco would store anyway.
     """
     from scipy.sparse import coo_matrix
     from scipy.sparse.csgraph import connected_components
@@ -117,15 +119,63 @@ def collapse_on_grid(
         return snapped, tris.astype(np.uint32)
     edges = np.concatenate([tris[:, [0, 1]], tris[:, [1, 2]], tris[:, [2, 0]]])
     zero = np.all(snapped[edges[:, 0]] == snapped[edges[:, 1]], axis=1)
-    if not zero.any():
-        return snapped, tris.astype(np.uint32)
-    pairs = edges[zero]
-    n = len(snapped)
-    graph = coo_matrix((np.ones(len(pairs)), (pairs[:, 0], pairs[:, 1])), shape=(n, n))
-    _, component = connected_components(graph, directed=False)
-    first = np.full(component.max() + 1, n, dtype=np.int64)
-    np.minimum.at(first, component, np.arange(n))  # each group kept as its lowest index
-    return drop_degenerate(snapped, first[component][tris])
+    if zero.any():
+        pairs = edges[zero]
+        n = len(snapped)
+        graph = coo_matrix((np.ones(len(pairs)), (pairs[:, 0], pairs[:, 1])), shape=(n, n))
+        _, component = connected_components(graph, directed=False)
+        first = np.full(component.max() + 1, n, dtype=np.int64)
+        np.minimum.at(first, component, np.arange(n))  # each group kept as its lowest index
+        snapped, tris = drop_degenerate(snapped, first[component][tris])
+    return snapped, split_flat(snapped, np.asarray(tris, dtype=np.int64)).astype(np.uint32)
+
+
+#: Rounds of ``split_flat`` (a split can leave a neighbour flat in turn; chains are short).
+MAX_FLAT_ROUNDS = 8
+
+
+def split_flat(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
+    """Triangles without the ones whose three (distinct) corners lie on one line.
+
+    A flat triangle (a, c, b) with b between a and c goes with the triangle (c, a, d) across its
+    long edge, replaced by (c, b, d) and (b, a, d): the same surface, every edge still used as
+    often as before, no zero area. On an open rim (no triangle across a-c) it is just removed:
+    its two short edges lie along the rim it was on. Exact on grid coordinates.
+    """
+    tris = np.asarray(faces, dtype=np.int64).reshape(-1, 3)
+    for _ in range(MAX_FLAT_ROUNDS):
+        corners = vertices[tris]
+        cross = np.cross(corners[:, 1] - corners[:, 0], corners[:, 2] - corners[:, 0])
+        flat = np.flatnonzero(~cross.any(axis=1))
+        if len(flat) == 0:
+            break
+        owner: dict[tuple[int, int], int] = {}
+        for index, (a, b, c) in enumerate(tris.tolist()):
+            owner[(a, b)] = owner[(b, c)] = owner[(c, a)] = index
+        drop: set[int] = set()
+        added: list[list[int]] = []
+        flats = frozenset(flat.tolist())
+        for index in flat.tolist():
+            if index in drop:
+                continue
+            tri = tris[index].tolist()
+            lengths = [float(np.sum((vertices[tri[k]] - vertices[tri[(k + 1) % 3]]) ** 2))
+                       for k in range(3)]  # fmt: skip
+            k = int(np.argmax(lengths))  # the long edge runs tri[k] -> tri[k+1]
+            a, c, b = tri[k], tri[(k + 1) % 3], tri[(k + 2) % 3]
+            across = owner.get((c, a))
+            if across is not None and (across in drop or across in flats):
+                continue  # its neighbour changes this round too: next round
+            drop.add(index)
+            if across is None:
+                continue
+            drop.add(across)
+            other = tris[across].tolist()
+            d = next(v for v in other if v not in (a, c))
+            added += [[c, b, d], [b, a, d]]  # (c, a, d) split at b, its orientation kept
+        keep = np.array([i not in drop for i in range(len(tris))], dtype=bool)
+        tris = np.concatenate([tris[keep], np.asarray(added, dtype=np.int64).reshape(-1, 3)])
+    return tris
 
 
 def encode_draco(
