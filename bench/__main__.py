@@ -54,6 +54,8 @@ def _layer2(args: argparse.Namespace) -> None:
 def _stitch(args: argparse.Namespace) -> None:
     for line in stitch.report(*stitch.run()):
         print(line, flush=True)
+    for line in stitch.report_dense(*stitch.run(stitch.DENSE, "stitch_dense")):
+        print(line, flush=True)
 
 
 def _pcg_reads(args: argparse.Namespace) -> None:

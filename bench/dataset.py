@@ -27,10 +27,12 @@ class DatasetSpec:
     chunk_size: tuple[int, int, int] = (256, 256, 64)
     max_error: float = 40.0
     seed: int = 1
+    objects: int | None = None  # agglomerate every supervoxel into one of this many objects
 
     @property
     def name(self) -> str:
-        return "neurites-" + "x".join(str(s) for s in self.shape)
+        base = "neurites-" + "x".join(str(s) for s in self.shape)
+        return base if self.objects is None else f"{base}-{self.objects}objects"
 
 
 def build_dataset(spec: DatasetSpec, out: Path = OUT) -> tuple[Path, float]:
@@ -53,6 +55,8 @@ def build_dataset(spec: DatasetSpec, out: Path = OUT) -> tuple[Path, float]:
     root.mkdir(parents=True)
     log.info("generating %s", spec.name)
     volume, agglomeration = neurite_volume(spec.shape, spec.seed)
+    if spec.objects is not None:  # objects spanning the whole volume: huge top-layer meshes
+        agglomeration = {sv: 1 + sv % spec.objects for sv in agglomeration}
     segmentation = to_cloudpath(root / "segmentation")
     write_precomputed_segmentation(segmentation, volume, spec.resolution)
     del volume

@@ -24,11 +24,12 @@ REPO = Path(__file__).resolve().parents[1]
 @dataclass
 class ChunkInput:
     coords: tuple[int, int, int]
-    labels: np.ndarray  # layer-2 node ids, chunk + overlap, xyz
+    labels: np.ndarray  # layer-2 node ids, chunk + margin, xyz
     inner_voxels: int
     offset_nm: np.ndarray
     grid: object
     own_hi_nm: np.ndarray  # the chunk's own voxels end here; the +1 overlap is the next chunk's
+    chunk: object = None  # meshing_core.mesh.layer2.ChunkLabels: roots and own box, for ownership
 
 
 @dataclass
@@ -64,17 +65,19 @@ def chunk_inputs(config, timestamp: float) -> list[ChunkInput]:
     inputs = []
     bounds = graph.meta.layer_chunk_bounds(2)
     for coords in iter_chunks((0, 0, 0), tuple(bounds)):
-        svs, inner = read_chunk(config.watershed, geometry, coords)
-        labels = chunk_labels(graph, svs, inner, coords, timestamp)
+        block = read_chunk(config.watershed, geometry, coords)
+        chunk = chunk_labels(graph, block, timestamp)
+        inner = chunk.box.inner
         inputs.append(
             ChunkInput(
                 coords=tuple(int(c) for c in coords),
-                labels=labels,
+                labels=chunk.labels,
                 inner_voxels=int(np.prod(inner)),
-                offset_nm=geometry.chunk_offset_nm(coords),
+                offset_nm=block.offset_nm(geometry.resolution),
                 grid=chunk_grid(geometry, coords),
                 own_hi_nm=geometry.chunk_offset_nm(coords)
                 + np.asarray(inner) * geometry.resolution,
+                chunk=chunk,
             )
         )
     return inputs, geometry
@@ -140,6 +143,8 @@ def measure_output(config, inputs, geometry, figures: Layer2Figures) -> None:
     """Triangles, bytes and the worst distance of any raw MC vertex to our decoded mesh."""
     import igl
 
+    from meshing_core.mesh.overlap import owned_faces
+
     ours = read_our_meshes(config, inputs)
     worst = worst_own = 0.0
     for chunk in inputs:
@@ -150,10 +155,14 @@ def measure_output(config, inputs, geometry, figures: Layer2Figures) -> None:
             if label == 0:
                 continue
             raw = mesher.get(int(label), reduction_factor=0, voxel_centered=False)
-            if len(raw.faces) == 0:
+            owned = owned_faces(
+                raw.vertices, raw.faces, geometry.resolution, chunk.chunk.roots,
+                chunk.chunk.root_of[int(label)], chunk.chunk.box,
+            )  # fmt: skip
+            if not owned.any():
                 continue
             vertices, faces, size = meshes[int(label)]  # a surface must have a fragment
-            points = raw.vertices.astype(np.float64) + chunk.offset_nm
+            points = raw.vertices[np.unique(raw.faces[owned])].astype(np.float64) + chunk.offset_nm
             sqr, _, _ = igl.point_mesh_squared_distance(points, vertices, faces)
             worst = max(worst, float(np.sqrt(sqr.max())))
             own = (points < chunk.own_hi_nm - 1e-6).all(axis=1)

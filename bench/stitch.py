@@ -21,6 +21,10 @@ from bench.dataset import OUT, DatasetSpec, build_dataset
 log = logging.getLogger(__name__)
 REPO = Path(__file__).resolve().parents[1]
 SPEC = DatasetSpec(chunk_size=(64, 64, 32))  # 8x8x4 layer-2 chunks: layers 2..5
+#: Dense, 6 objects each spanning the whole volume: top-layer node meshes of tens of MiB.
+DENSE = DatasetSpec(
+    shape=(768, 768, 128), chunk_size=(64, 64, 32), max_error=20.0, objects=6
+)  # 12x12x4 layer-2 chunks: layers 2..6
 MAX_SAMPLED = 20
 FLOOR_BYTES = 16 * 2**20
 Coords = tuple[int, int, int]
@@ -32,6 +36,8 @@ class TaskMemory:
     peak_mib: float
     base_mib: float
     largest_mesh_bytes: int
+    seconds: float = 0.0
+    codec_seconds: float = 0.0
 
     @property
     def ratio(self) -> float:
@@ -93,11 +99,13 @@ def measure_task(graph_yaml: Path, timestamp: float, layer: int, coords: Coords)
         capture_output=True,
         text=True,
     )
-    peak, base, largest, _ = out.stdout.split()
-    return TaskMemory(coords, float(peak), float(base), int(largest))
+    peak, base, largest, _, seconds, codec = out.stdout.split()
+    return TaskMemory(coords, float(peak), float(base), int(largest), float(seconds), float(codec))
 
 
-def run() -> tuple[DatasetSpec, float, list[LayerFigures]]:
+def run(
+    spec: DatasetSpec = SPEC, name: str = "stitch"
+) -> tuple[DatasetSpec, float, list[LayerFigures]]:
     """Build (or reuse) the dataset, mesh all layers, then measure stitching tasks' memory."""
     from bench.layer2 import peak_rss
     from meshing_core.config import load_config
@@ -106,7 +114,7 @@ def run() -> tuple[DatasetSpec, float, list[LayerFigures]]:
     from meshing_core.run.layer import mesh_layer
     from meshing_core.run.setup import setup_meshes
 
-    graph_yaml, build_seconds = build_dataset(SPEC, OUT / "stitch")
+    graph_yaml, build_seconds = build_dataset(spec, OUT / name)
     config = load_config(graph_yaml)
     graph = open_graph(config)
     meta = graph.meta
@@ -126,7 +134,7 @@ def run() -> tuple[DatasetSpec, float, list[LayerFigures]]:
     for figures in layers[1:]:
         for coords in sample_chunks(config, meta, figures.layer):
             figures.tasks.append(measure_task(graph_yaml, timestamp, figures.layer, coords))
-    return SPEC, build_seconds, layers
+    return spec, build_seconds, layers
 
 
 def report(spec: DatasetSpec, build_seconds: float, layers: list[LayerFigures]) -> list[str]:
@@ -151,8 +159,36 @@ def report(spec: DatasetSpec, build_seconds: float, layers: list[LayerFigures]) 
     worst = max(t.ratio for t in tasks) if tasks else float("nan")
     stitch_seconds = sum(f.seconds for f in layers[1:])
     lines += [
-        f"RATIO stitch_rss_vs_largest_mesh {worst:.3f}",
+        f"RATIO stitch_rss_vs_largest_mesh_small {worst:.3f}",
         f"stitch_top_layer_peak_rss_mib {layers[-1].peak_mib:.1f}",
         f"RATIO stitch_vs_l2_seconds {stitch_seconds / max(layers[0].seconds, 1e-9):.3f}",
+    ]
+    return lines
+
+
+def report_dense(spec: DatasetSpec, build_seconds: float, layers: list[LayerFigures]) -> list[str]:
+    """The dense dataset: memory against the largest mesh, top layer against layer 3, codec."""
+    lines = [
+        f"stitch_dense dataset {spec.name} chunk {list(spec.chunk_size)} "
+        f"layers 2..{layers[-1].layer} build_seconds {build_seconds:.2f}"
+    ]
+    for f in layers:
+        largest = max((t.largest_mesh_bytes for t in f.tasks), default=0)
+        lines.append(
+            f"stitch_dense layer {f.layer} chunks {f.chunks} seconds {f.seconds:.3f} "
+            f"fragments {f.fragments} bytes {f.bytes} task_peak_rss_mib {f.peak_mib:.1f} "
+            f"largest_node_mesh_mib {largest / 2**20:.1f}"
+        )
+    tasks = [t for f in layers[1:] for t in f.tasks]
+    worst = max(tasks, key=lambda t: t.ratio)
+    top = max(layers[-1].tasks, key=lambda t: t.seconds)
+    layer3 = next(f for f in layers if f.layer == 3)
+    lines += [
+        f"stitch_dense worst_task {worst.coords} peak_mib {worst.peak_mib:.1f} "
+        f"after_imports_mib {worst.base_mib:.1f} largest_mesh_mib {worst.largest_mesh_bytes / 2**20:.1f}",
+        f"RATIO stitch_rss_vs_largest_mesh {worst.ratio:.3f}",
+        f"RATIO stitch_top_vs_layer3_rss {layers[-1].peak_mib / max(layer3.peak_mib, 1e-9):.3f}",
+        f"stitch_dense top_chunk seconds {top.seconds:.3f} codec_seconds {top.codec_seconds:.3f}",
+        f"RATIO stitch_vs_codec_floor {top.seconds / max(top.codec_seconds, 1e-9):.3f}",
     ]
     return lines

@@ -37,7 +37,7 @@ class ObjectDefects:
     zero_area: int  # stored triangles of zero area in the fragments
 
 
-def _off_plane(vertices, faces, box, tolerance, chunk_nm, origin) -> int:
+def _off_plane(vertices, faces, box, band, chunk_nm, origin) -> int:
     points, tris = weld(vertices, faces)
     edges, counts = edge_uses(tris)
     bad = edges[(counts == 1) | (counts > 2)]
@@ -45,11 +45,11 @@ def _off_plane(vertices, faces, box, tolerance, chunk_nm, origin) -> int:
         return 0
     ends = points[bad]  # (n, 2, 3)
     lo, hi = (np.asarray(b, dtype=np.float64) for b in box)
-    on_face = ((np.abs(ends - lo) <= tolerance).all(axis=1)).any(axis=1) | (
-        (np.abs(ends - hi) <= tolerance).all(axis=1)
+    on_face = ((np.abs(ends - lo) <= band).all(axis=1)).any(axis=1) | (
+        (np.abs(ends - hi) <= band).all(axis=1)
     ).any(axis=1)
     rel = (ends - origin) / chunk_nm
-    near = np.abs(rel - np.round(rel)) * chunk_nm <= tolerance
+    near = np.abs(rel - np.round(rel)) * chunk_nm <= band
     on_plane = (near[:, 0, :] & near[:, 1, :]).any(axis=1)
     return int(np.count_nonzero(~on_face & ~on_plane))
 
@@ -65,7 +65,8 @@ def object_defects(config: GraphConfig, timestamp: float, max_layer: int) -> lis
         origin = geometry.voxel_offset * res
         box = (origin, origin + (geometry.volume_size - 1) * res)
         chunk_nm = geometry.block_shape * res
-        tolerance = grid / 2 + 1e-3
+        tolerance = grid / 2 + 1e-3  # the volume's faces, after the draco grid
+        band = float(res.max()) + grid / 2  # seams: the cubes around a chunk plane
         shards = export._Shards(config, meta.codec, export.read_mesh_info(config))
         supervoxels = np.asarray(CloudVolume(config.watershed, progress=False)[:, :, :])[..., 0]
         present = np.unique(supervoxels[supervoxels != 0])
@@ -98,9 +99,7 @@ def object_defects(config: GraphConfig, timestamp: float, max_layer: int) -> lis
                     ours=edge_defects(mesh.vertices, mesh.faces, box, tolerance),
                     read_back=edge_defects(back.vertices, back.faces, box, tolerance),
                     raw=edge_defects(raw.vertices + origin, raw.faces, box, 1e-3),
-                    off_plane=_off_plane(
-                        mesh.vertices, mesh.faces, box, tolerance, chunk_nm, origin
-                    ),
+                    off_plane=_off_plane(mesh.vertices, mesh.faces, box, band, chunk_nm, origin),
                     zero_area=zero,
                 )
             )

@@ -408,7 +408,7 @@ def test_a_forced_run_retries_only_the_chunks_that_failed(example_copy, migrated
     assert result["state"] == "success", result["tasks"]
     assert "failed" in seen, "no chunk failed on the first try"
     failed = {tuple(int(v) for v in key.split("_")) for key in seen["failed"]}
-    assert 1 <= len(failed) <= 8
+    assert 1 <= len(failed) <= 27  # the chunks whose read (one voxel around) touches that file
     before = seen["shards"]
     after = {
         p.name: (p.stat().st_mtime_ns, p.read_bytes())

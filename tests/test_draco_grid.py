@@ -19,7 +19,9 @@ def test_layer2_grid_anisotropic_hand_computed() -> None:
     # bits = ceil(log2(680/2 + 1)) = 9; bin = ceil(680/511) = 2; range = 1022 >= 682
     grid = layer2_grid((32, 32, 16), (4, 4, 40), (1001, 2003, 400))
     assert (grid.bits, grid.bin_size, grid.range) == (9, 2.0, 1022.0)
-    assert grid.origin.tolist() == [1000.0, 2002.0, 400.0]  # offset - offset % bin
+    # origin one voxel below the chunk (its margin), on the lattice: low - low % bin
+    assert grid.origin.tolist() == [996.0, 1998.0, 360.0]
+    # the range still reaches the +1 overlap above: 400 + 17 * 40 + bin - 360 = 722 <= 1022
 
 
 def test_layer2_grid_typical_mip2_block() -> None:
@@ -27,7 +29,7 @@ def test_layer2_grid_typical_mip2_block() -> None:
     # bin = ceil(2600/1023) = 3; range = 3069 >= 2603
     grid = layer2_grid((64, 64, 64), (8, 8, 40), (512, 1024, 2560))
     assert (grid.bits, grid.bin_size, grid.range) == (10, 3.0, 3069.0)
-    assert grid.origin.tolist() == [510.0, 1023.0, 2559.0]
+    assert grid.origin.tolist() == [504.0, 1014.0, 2520.0]  # (offset - res) down to the lattice
 
 
 def test_bin_grows_by_one_when_range_too_tight() -> None:
@@ -46,8 +48,18 @@ def test_requantised_grid_hand_computed() -> None:
     # bits = ceil(log2(1284/2 + 1)) = 10; bin = ceil(1284/1023) = 2; range 2046 >= 1286
     grid = requantised_grid((64, 64, 32), (4, 4, 40), (1001, 2003, 400), old_bin=2)
     assert (grid.bits, grid.bin_size, grid.range) == (10, 2.0, 2046.0)
-    # origin = offset - old_bin - ((offset - old_bin) % bin)
-    assert grid.origin.tolist() == [998.0, 2000.0, 398.0]
+    # origin = low - low % bin with low = offset - res - old_bin (the layer-2 margin below)
+    assert grid.origin.tolist() == [994.0, 1996.0, 358.0]
+
+
+def test_bits_are_added_when_the_margin_does_not_fit() -> None:
+    # one voxel of 10 nm: min_range = 2 * 10 = 20, max_bin 7 -> the ChunkedGraph's rule gives
+    # bits 3, bin 4, range 28. The margin: origin 0 (10 - 10), reach 10 + 20 + 4 = 34 > 28, so
+    # one more bit with the same bin: range 4 * 15 = 60
+    assert _bits_bin_range(20, 7) == (3, 4.0, 28.0)
+    grid = layer2_grid((1, 1, 1), (10, 10, 10), (10, 10, 10))
+    assert (grid.bits, grid.bin_size, grid.range) == (4, 4.0, 60.0)
+    assert grid.origin.tolist() == [0.0, 0.0, 0.0]
 
 
 @pytest.mark.parametrize("offset", [(0, 0, 0), (1001, 2003, 400), (123457, 98765, 43210)])

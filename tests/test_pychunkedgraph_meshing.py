@@ -111,10 +111,9 @@ def test_pychunkedgraph_cg_name_meshes_with_no_file_in_a_few_calls_per_chunk(
     assert mesh_shards(pcg_yaml, 2) == mesh_shards(embedded_run / "graph.yaml", 2)
     assert not pcg_yaml.exists() and not list(pcg_yaml.parent.glob("*.yaml"))
     counted = read_calls(calls)
-    # per chunk: one parent read (supervoxels -> layer 2), one roots read (overlap ancestors)
-    # and one roots read (do the nodes that touch belong to one object?)
-    assert counted["get_parents"] <= 112 and counted["get_roots"] <= 2 * 112, counted
-    assert sum(counted.values()) <= 3 * 112 + 10, counted
+    # per chunk: one parent read (supervoxels -> layer 2), one roots read (each voxel's object)
+    assert counted["get_parents"] <= 112 and counted["get_roots"] <= 112, counted
+    assert sum(counted.values()) <= 2 * 112 + 10, counted
     assert setup_calls < 200  # counters of the chunks, read once
     # status and info work from the id alone; node counts (a table scan) show as unknown
     status = run_cli("status", "--cg_name", "example_cgname", "--timestamp", TS).stdout

@@ -63,13 +63,23 @@ def layer2_grid(
     resolution_nm: Sequence[float],
     chunk_offset_nm: Sequence[float],
 ) -> DracoGrid:
-    """The grid of a layer-2 chunk (the chunk plus its +1 voxel overlap must fit)."""
+    """The grid of a layer-2 chunk: the chunk and its one-voxel margin on every side must fit.
+
+    The bin is the ChunkedGraph's (from the chunk plus its +1 voxel overlap), so readers that
+    de-duplicate on it see the lattice they expect. The origin is one voxel further down, as a
+    chunk closes objects it owns there (``overlap``), and bits are added while the range does
+    not reach the margin's far side: same bin, same lattice.
+    """
     shape = np.asarray(block_shape_vox, dtype=np.float64)
     res = np.asarray(resolution_nm, dtype=np.float64)
     offset = np.asarray(chunk_offset_nm, dtype=np.float64)
-    min_range = float(np.max((shape + 1) * res))
-    bits, bin_size, grid_range = _bits_bin_range(min_range, _max_bin(res))
-    origin = offset - np.mod(offset, bin_size)
+    bits, bin_size, grid_range = _bits_bin_range(float(np.max((shape + 1) * res)), _max_bin(res))
+    low = offset - res
+    origin = low - np.mod(low, bin_size)
+    reach = float(np.max(offset + (shape + 1) * res - origin)) + bin_size
+    while grid_range < reach:
+        bits += 1
+        grid_range = bin_size * (2**bits - 1)
     return DracoGrid(bits=bits, bin_size=bin_size, range=grid_range, origin=origin)
 
 
@@ -81,16 +91,22 @@ def requantised_grid(
 ) -> DracoGrid:
     """The grid of a higher-layer chunk holding children quantised with bins of ``old_bin``.
 
-    The range is padded by one old bin on each side, because child vertices snapped to the old
-    grid may sit up to one old bin outside the chunk.
+    The bin is the ChunkedGraph's (the chunk padded by one old bin on each side, as child
+    vertices snapped to the old grid may sit up to one old bin outside it). The origin is one
+    voxel further down, where layer-2 meshes close objects they own (``overlap``), and bits
+    are added while the range does not reach the far side: same bin, same lattice.
     """
     shape = np.asarray(block_shape_vox, dtype=np.float64)
     res = np.asarray(resolution_nm, dtype=np.float64)
     offset = np.asarray(chunk_offset_nm, dtype=np.float64)
     min_range = float(np.max(shape * res)) + 2 * float(old_bin)
     bits, bin_size, grid_range = _bits_bin_range(min_range, _max_bin(res))
-    shifted = offset - float(old_bin)
+    shifted = offset - res - float(old_bin)
     origin = shifted - np.mod(shifted, bin_size)
+    reach = float(np.max(offset + shape * res + float(old_bin) - origin)) + bin_size
+    while grid_range < reach:
+        bits += 1
+        grid_range = bin_size * (2**bits - 1)
     return DracoGrid(bits=bits, bin_size=bin_size, range=grid_range, origin=origin)
 
 

@@ -1,8 +1,8 @@
 """Meshing one layer-2 chunk: watershed -> layer-2 labels -> bounded meshes -> draco fragments.
 
-The chunk is read with a +1 voxel overlap whose voxels are relabelled to the in-chunk nodes they
-connect to (see ``overlap``), so each node's mesh reaches the plane it shares with the next chunk
-and the two sides meet there. Nodes of one object that touch in the chunk keep identical walls
+The chunk is read with a one-voxel margin on every side; each marching-cubes cube on a seam is
+meshed, for each object, by the one chunk that owns it (see ``overlap``), so neighbouring
+chunks' meshes meet exactly and an object is closed even where only one side has it. Nodes of one object that touch in the chunk keep identical walls
 (``simplify``), which stitching removes (``merge``). Vertices are in nm at the chunk's world
 offset and are quantised on the chunk's draco grid, aligned to the global grid all chunks share.
 """
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import fastremap
@@ -20,8 +21,8 @@ from meshing_core.graph.protocol import ChunkedGraphReader
 from meshing_core.mesh.closedness import ClosednessTally, edge_defects
 from meshing_core.mesh.draco_grid import DracoGrid, collapse_on_grid, encode_draco, layer2_grid
 from meshing_core.mesh.layer_grids import layer_grids
-from meshing_core.mesh.overlap import resolve_overlap
-from meshing_core.mesh.watershed import MipGeometry, mip_geometry, read_chunk
+from meshing_core.mesh.overlap import OwnBox, margin_labels, owned_faces
+from meshing_core.mesh.watershed import ChunkBlock, MipGeometry, mip_geometry, read_chunk
 
 log = logging.getLogger(__name__)
 
@@ -31,34 +32,36 @@ def chunk_grid(geometry: MipGeometry, coords: Sequence[int]) -> DracoGrid:
     return layer2_grid(geometry.block_shape, geometry.resolution, geometry.chunk_offset_nm(coords))
 
 
-def chunk_labels(
-    graph: ChunkedGraphReader,
-    supervoxels: np.ndarray,
-    inner: tuple[int, int, int],
-    coords: Sequence[int],
-    timestamp: float,
-) -> np.ndarray:
-    """Layer-2 labels of a chunk read with its overlap: in-chunk nodes, overlap resolved, else 0.
+@dataclass(frozen=True)
+class ChunkLabels:
+    """A chunk's voxels as marching cubes sees them, and the objects they belong to."""
 
-    Two graph calls: the supervoxels' layer-2 parents, and (with an overlap) those nodes'
-    ancestors at the overlap layer (DESIGN.md's rule, the ChunkedGraph's own).
+    labels: np.ndarray  # layer-2 node per voxel: own nodes; margin voxels as ``overlap`` says
+    roots: np.ndarray  # root per voxel at the timestamp (0: background), margin included
+    root_of: dict[int, int]  # layer-2 node -> root, for every node present
+    box: OwnBox
+
+
+def chunk_labels(graph: ChunkedGraphReader, block: ChunkBlock, timestamp: float) -> ChunkLabels:
+    """Layer-2 labels of a chunk read with its margin, and every voxel's object.
+
+    Two graph calls: the supervoxels' layer-2 parents, and those nodes' roots.
     """
-    svs = np.asarray(supervoxels, dtype=np.uint64)
+    svs = np.asarray(block.supervoxels, dtype=np.uint64)
     unique = fastremap.unique(svs)
     unique = unique[unique != 0]
     if unique.size == 0:
-        return np.zeros(svs.shape, dtype=np.uint64)
+        zeros = np.zeros(svs.shape, dtype=np.uint64)
+        return ChunkLabels(zeros, zeros, {}, block.box)
     parents = np.asarray(graph.l2_ids(unique, timestamp), dtype=np.uint64)
-    l2 = fastremap.remap(
-        svs, {0: 0, **dict(zip(unique.tolist(), parents.tolist(), strict=True))}
-    ).astype(np.uint64)
-    if l2.shape == inner:
-        return l2
     present = fastremap.unique(parents)
-    stop_layer = graph.meta.overlap_layer(coords)
-    ancestors = np.asarray(graph.ancestors(present, stop_layer, timestamp), dtype=np.uint64)
-    ancestor_of = dict(zip(present.tolist(), ancestors.tolist(), strict=True))
-    return resolve_overlap(l2, inner, ancestor_of)
+    roots = np.asarray(graph.roots(present, timestamp), dtype=np.uint64)
+    root_of = dict(zip(present.tolist(), roots.tolist(), strict=True))
+    parent_of = dict(zip(unique.tolist(), parents.tolist(), strict=True))
+    l2 = fastremap.remap(svs, {0: 0, **parent_of}).astype(np.uint64)
+    root_map = {0: 0, **{sv: root_of[p] for sv, p in parent_of.items()}}
+    root_volume = fastremap.remap(svs, root_map).astype(np.uint64)
+    return ChunkLabels(margin_labels(l2, root_volume, block.box), root_volume, root_of, block.box)
 
 
 def touching_pairs(labels: np.ndarray) -> np.ndarray:
@@ -75,21 +78,15 @@ def touching_pairs(labels: np.ndarray) -> np.ndarray:
     return np.unique(np.concatenate(found), axis=0)
 
 
-def joined_pairs(
-    graph: ChunkedGraphReader, compact: np.ndarray, nodes: np.ndarray, timestamp: float
-) -> np.ndarray:
-    """Touching label pairs (compact labels) whose nodes belong to one object at ``timestamp``.
+def joined_pairs(compact: np.ndarray, nodes: np.ndarray, root_of: dict[int, int]) -> np.ndarray:
+    """Touching label pairs (compact labels) whose nodes belong to one object at the timestamp.
 
-    Their walls are kept identical on both sides so stitching removes them (``merge``). One
-    graph call (the roots of the nodes that touch another node), none when none do.
+    Their walls are kept identical on both sides so stitching removes them (``merge``).
     """
     pairs = touching_pairs(compact)
     if len(pairs) == 0:
         return pairs
-    involved = np.unique(pairs)
-    roots = np.asarray(graph.roots(nodes[involved.astype(np.int64) - 1], timestamp))
-    root = np.zeros(int(involved.max()) + 1, dtype=np.uint64)
-    root[involved.astype(np.int64)] = roots
+    root = np.array([0] + [root_of[int(n)] for n in nodes.tolist()], dtype=np.uint64)
     index = pairs.astype(np.int64)
     return pairs[root[index[:, 0]] == root[index[:, 1]]]
 
@@ -111,22 +108,30 @@ def mesh_chunk(
 
     coords = tuple(int(c) for c in coords)  # type: ignore[assignment]
     geometry = mip_geometry(graph.meta, config.watershed, int(config.mip))
-    svs, inner = read_chunk(config.watershed, geometry, coords)
-    labels = chunk_labels(graph, svs, inner, coords, timestamp)
-    del svs
-    nodes = fastremap.unique(labels)
+    block = read_chunk(config.watershed, geometry, coords)
+    chunk = chunk_labels(graph, block, timestamp)
+    nodes = fastremap.unique(chunk.labels)
     nodes = nodes[nodes != 0]
     if nodes.size == 0:
         return {}
     # Small consecutive labels in node-id order: cheaper for marching cubes, same for any rerun.
     compact = fastremap.remap(
-        labels, {0: 0, **{int(n): i + 1 for i, n in enumerate(nodes.tolist())}}
+        chunk.labels, {0: 0, **{int(n): i + 1 for i, n in enumerate(nodes.tolist())}}
     ).astype(np.uint32)
-    del labels
-    offset_nm = geometry.chunk_offset_nm(coords)
-    joined = joined_pairs(graph, compact, nodes, timestamp)
+    node_roots = [chunk.root_of[int(n)] for n in nodes.tolist()]
+
+    def owned(label: int, vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
+        root = node_roots[label - 1]
+        return owned_faces(vertices, faces, geometry.resolution, chunk.roots, root, chunk.box)
+
     meshes = simplify.mesh_labels(
-        compact, geometry.resolution, offset_nm, float(config.max_error), joined=joined
+        compact,
+        geometry.resolution,
+        block.offset_nm(geometry.resolution),
+        float(config.max_error),
+        joined=joined_pairs(compact, nodes, chunk.root_of),
+        keep=owned,
+        grid=chunk_grid(geometry, coords),
     )
     grid = chunk_grid(geometry, coords)
     lo, hi, tolerance = layer_grids(graph.meta, geometry, 2).cut_box(2, coords)

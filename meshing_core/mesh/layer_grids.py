@@ -64,18 +64,19 @@ class LayerGrids:
         return out
 
     def cut_box(self, layer: int, coords: Sequence[int]) -> tuple[np.ndarray, np.ndarray, float]:
-        """Where a chunk's fragments may be open: its box (nm, clipped to the volume), and the
-        tolerance the grids between layer 2 and ``layer`` can move a vertex on its faces by.
+        """Where a chunk's fragments may be open: its box (nm, clipped to the volume), and how
+        far from its faces (nm) an open rim may lie.
 
-        Layer-2 meshes reach the first voxel of the next chunk (the +1 overlap), so the high
-        faces are one block further; at the volume's end they stop at its last voxel.
+        Layer-2 meshes own the seam cubes of some objects and not of others (``overlap``), so
+        their rims lie within a voxel of the chunk's faces, moved by up to half a bin of each
+        grid between layer 2 and ``layer``. At the volume's end the box stops at its last voxel.
         """
         res = self.geometry.resolution
         lo = self.offset_nm(layer, coords)
         last = (self.geometry.voxel_offset + self.geometry.volume_size - 1).astype(np.float64)
         hi = np.minimum(lo + self.block(layer) * res, last * res)
-        tolerance = sum(self.bins[k] for k in range(2, int(layer) + 1)) / 2.0
-        return lo, hi, float(tolerance)
+        snaps = sum(self.bins[k] for k in range(2, int(layer) + 1)) / 2.0
+        return lo, hi, float(res.max()) + float(snaps)
 
     def mid_planes(self, layer: int, coords: Sequence[int]) -> np.ndarray:
         """Per axis, where the plane between a chunk's two halves lands on the layer-(L-1) lattice.

@@ -64,9 +64,11 @@ def merge_on_planes(
 
 
 def drop_walls(vertices: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Weld exactly coincident vertices and remove triangles present twice (a wall's two sides).
+    """Weld exactly coincident vertices and remove walls: triangles present with both windings.
 
-    A triangle present an odd number of times keeps one copy.
+    On the same three points, each triangle wound one way cancels one wound the other way (a
+    wall's two sides); what is left keeps one copy of the winding that had more (a triangle two
+    parts both carry the same way is one piece of surface, not a wall).
     """
     from meshing_core.mesh.closedness import weld
 
@@ -74,12 +76,21 @@ def drop_walls(vertices: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray, np.
     if len(tris) == 0:
         return points, tris.astype(np.uint32)
     key = np.sort(tris, axis=1)
-    _, first, inverse, counts = np.unique(
-        key, axis=0, return_index=True, return_inverse=True, return_counts=True
-    )
+    first_corner = np.argmin(tris, axis=1)
+    rows = np.arange(len(tris))
+    after = tris[rows, (first_corner + 1) % 3]  # the corner following the smallest one
+    winding = np.where(after == key[:, 1], 1, -1)
+    _, first, inverse = np.unique(key, axis=0, return_index=True, return_inverse=True)
     inverse = inverse.reshape(-1)
-    keep = (counts[inverse] % 2 == 1) & (first[inverse] == np.arange(len(tris)))
-    return drop_degenerate(points, tris[keep])
+    net = np.zeros(len(first), dtype=np.int64)
+    np.add.at(net, inverse, winding)
+    # per group, the first triangle wound the way the net count says
+    chosen = np.full(len(first), -1, dtype=np.int64)
+    wanted = np.sign(net)[inverse] == winding
+    order = rows[wanted][::-1]
+    chosen[inverse[order]] = order  # written last = the first in input order
+    keep = chosen[chosen >= 0]
+    return drop_degenerate(points, tris[np.sort(keep)])
 
 
 def drop_degenerate(vertices: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -1,182 +1,127 @@
-"""Labels for the +1 voxel overlap of a layer-2 chunk.
+"""The voxels around a layer-2 chunk, and which chunk meshes each cube of a seam.
 
-Overlap voxels belong to neighbour chunks, so their layer-2 ids are not this chunk's nodes. Each
-gets the in-chunk node it is connected to in the graph: the in-chunk node with the same ancestor
-at the overlap layer. When several in-chunk nodes share that ancestor (an object leaving and
-re-entering the chunk), the voxel is resolved by voxel connectivity: it takes the label of its
-face-adjacent in-chunk voxel if that is one of them; else the label spreading through the
-overlap shell from such voxels of the same ancestor (nearest first, smallest label on ties); a
-shell piece connected to none of them gets 0, as in the ChunkedGraph's own meshing (guessing a
-node would attach a surface that node does not touch). Finally each piece of one neighbour node
-in the shell (face-connected) goes whole to the in-chunk node most of it reached (smallest label
-on ties), as the ChunkedGraph's own meshing gives a whole ambiguous strip to one node: split
-between two nodes, its outline on the shared plane would differ from the one the neighbour
-chunk meshes (a crack along the seam); given whole it matches it, and the two in-chunk nodes
-meet in a wall that stitching removes. The result depends only on the input (byte-identical
-reruns).
+A layer-2 chunk is read with one voxel more on every side (where the volume has one). Marching
+cubes works on cubes of 2x2x2 voxel centres; a cube on a seam has corners in two to eight
+chunks, and every one of them sees the whole cube. For each object (root at the timestamp) such
+a cube is meshed by exactly one chunk, its *owner*: the chunk holding the cube's first corner
+of that object in x, then y, then z order. Every chunk computes the same owner from the same
+voxels, so each piece of an object's surface is made once, by a chunk that has a node of that
+object at the cube, and the pieces of neighbouring chunks meet on the cube faces they share
+(marching cubes on a face depends on that face's four corners only). An object that has no
+voxel on one side of a plane is closed by the chunk on the other side: the cube is its.
+
+Margin voxels are labelled for marching cubes with an own node of the same object among the own
+voxels they share a cube with (face neighbours first, then edges, then corners; the smallest id
+on ties), else 0. In a cube a chunk owns, every corner of the object shares the cube with an own
+voxel of it, so the cube is meshed from the true voxels. Triangles in cubes a chunk does not own
+are dropped (``owned_faces``). Two own nodes of one object that meet are joined by walls that
+stitching removes (``merge.drop_walls``). All of this is numpy on the input alone (deterministic).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import itertools
+from collections.abc import Sequence
+from dataclasses import dataclass
 
-import fastremap
 import numpy as np
 
-_STEPS = np.array(
-    [[1, 0, 0], [-1, 0, 0], [0, 1, 0], [0, -1, 0], [0, 0, 1], [0, 0, -1]], dtype=np.int64
-)
+#: Neighbour offsets sharing a cube with a voxel, nearest first: faces, edges, corners.
+_RINGS = [
+    [d for d in itertools.product((-1, 0, 1), repeat=3) if sum(map(abs, d)) == n] for n in (1, 2, 3)
+]
+#: Cube corner offsets in x, then y, then z order (the ownership order).
+_CORNERS = np.array(list(itertools.product((0, 1), repeat=3)), dtype=np.int64)
 
 
-def shell_mask(shape: Sequence[int], inner: Sequence[int]) -> np.ndarray:
-    """True on voxels outside the in-chunk box ``[0, inner)``."""
-    mask = np.zeros(tuple(shape), dtype=bool)
-    mask[int(inner[0]) :, :, :] = True
-    mask[:, int(inner[1]) :, :] = True
-    mask[:, :, int(inner[2]) :] = True
-    return mask
+@dataclass(frozen=True)
+class OwnBox:
+    """Where a chunk's own voxels sit in the array read with its margin: ``[low, low + inner)``."""
+
+    low: tuple[int, int, int]
+    inner: tuple[int, int, int]
+
+    def mask(self, shape: Sequence[int]) -> np.ndarray:
+        own = np.zeros(tuple(shape), dtype=bool)
+        own[tuple(slice(lo, lo + n) for lo, n in zip(self.low, self.inner, strict=True))] = True
+        return own
 
 
-def resolve_overlap(
-    l2: np.ndarray, inner: Sequence[int], ancestor_of: Mapping[int, int]
-) -> np.ndarray:
-    """Copy of ``l2`` (layer-2 ids) where every overlap voxel holds an in-chunk node id or 0.
+def margin_labels(l2: np.ndarray, roots: np.ndarray, box: OwnBox) -> np.ndarray:
+    """Labels to mesh: own voxels keep their layer-2 node; margin voxels as the module says.
 
-    ``ancestor_of`` maps every layer-2 id present (in-chunk and overlap) to its ancestor at the
-    overlap layer; ids missing from it are treated as unconnected.
+    ``l2`` holds layer-2 ids (0: background) and ``roots`` their roots, voxel by voxel.
     """
     labels = np.asarray(l2, dtype=np.uint64)
-    ix, iy, iz = (int(v) for v in inner)
-    out = labels.copy()
-    if labels.shape == (ix, iy, iz):
-        return out
-    inside = fastremap.unique(labels[:ix, :iy, :iz])
-    inside = inside[inside != 0]
-    groups: dict[int, list[int]] = {}
-    for node in inside.tolist():
-        anc = ancestor_of.get(int(node))
-        if anc is not None:
-            groups.setdefault(int(anc), []).append(int(node))
-
-    shell = shell_mask(labels.shape, inner)
-    shell_ids = fastremap.unique(labels[shell])
-    shell_ids = shell_ids[shell_ids != 0]
-    mapping: dict[int, int] = {0: 0}
-    ambiguous: dict[int, list[int]] = {}  # overlap id -> sorted in-chunk candidates
-    for node in shell_ids.tolist():
-        cands = groups.get(int(ancestor_of.get(int(node), -1)), [])
-        if len(cands) == 1:
-            mapping[int(node)] = cands[0]
-        else:
-            mapping[int(node)] = 0
-            if cands:
-                ambiguous[int(node)] = sorted(cands)
-
-    region = labels[shell]
-    out[shell] = fastremap.remap(region, mapping, preserve_missing_labels=False)
-    if ambiguous:
-        _resolve_ambiguous(labels, out, shell, (ix, iy, iz), ambiguous, ancestor_of)
+    own = box.mask(labels.shape)
+    out = np.where(own, labels, np.uint64(0))
+    todo = np.argwhere(~own & (roots != 0))
+    shape = np.asarray(labels.shape, dtype=np.int64)
+    for ring in _RINGS:
+        if len(todo) == 0:
+            break
+        want = roots[tuple(todo.T)]
+        best = np.zeros(len(todo), dtype=np.uint64)
+        for step in ring:
+            nbr = todo + np.asarray(step, dtype=np.int64)
+            inside = np.all((nbr >= 0) & (nbr < shape), axis=1)
+            index = np.flatnonzero(inside)
+            at = tuple(nbr[index].T)
+            ok = own[at] & (roots[at] == want[index])
+            hit = index[ok]
+            value = labels[at][ok]
+            current = best[hit]
+            best[hit] = np.where((current == 0) | (value < current), value, current)
+        found = best != 0
+        out[tuple(todo[found].T)] = best[found]
+        todo = todo[~found]
     return out
 
 
-def _resolve_ambiguous(
-    labels: np.ndarray,
-    out: np.ndarray,
-    shell: np.ndarray,
-    inner: tuple[int, int, int],
-    ambiguous: dict[int, list[int]],
-    ancestor_of: Mapping[int, int],
-) -> None:
-    """Fill overlap voxels whose ancestor is shared by several in-chunk nodes (in place).
+def owned_faces(
+    vertices: np.ndarray,
+    faces: np.ndarray,
+    resolution: Sequence[float],
+    roots: np.ndarray,
+    root: int,
+    box: OwnBox,
+) -> np.ndarray:
+    """Which triangles of one node's raw mesh lie in cubes this chunk owns for its ``root``.
 
-    They arrive as 0 in ``out``; voxels connected to none of their candidates stay 0.
+    ``vertices`` are marching-cubes positions in nm from the array's first voxel centre (zmesh,
+    ``voxel_centered=False``); each triangle lies in one cube, found from its centroid.
     """
-    amb_ids = np.array(sorted(ambiguous), dtype=np.uint64)
-    todo = shell & np.isin(labels, amb_ids)
-    coords = np.argwhere(todo)
-    # Per voxel: its ancestor group, and whether a label is settled.
-    group = np.full(labels.shape, -1, dtype=np.int64)
-    anc_index = {a: i for i, a in enumerate(sorted({int(ancestor_of[k]) for k in ambiguous}))}
-    cand_of_group = {anc_index[int(ancestor_of[k])]: v for k, v in ambiguous.items()}
-    ids_at = labels[tuple(coords.T)]
-    group[tuple(coords.T)] = [anc_index[int(ancestor_of[int(k)])] for k in ids_at.tolist()]
-    settled = np.zeros(labels.shape, dtype=bool)
-
-    # 1. The face-adjacent in-chunk voxel, when it is one of the candidates.
-    inner_arr = np.asarray(inner, dtype=np.int64)
+    tris = np.asarray(faces, dtype=np.int64).reshape(-1, 3)
+    if len(tris) == 0:
+        return np.zeros(0, dtype=bool)
+    grid = np.asarray(vertices, dtype=np.float64)[tris].mean(axis=1) / np.asarray(resolution)
+    cube = np.floor(grid).astype(np.int64)
+    low = np.asarray(box.low, dtype=np.int64)
+    high = low + np.asarray(box.inner, dtype=np.int64)  # own voxels: [low, high)
+    keep = np.ones(len(tris), dtype=bool)
+    edge = np.flatnonzero(~np.all((cube >= low + 1) & (cube + 1 < high), axis=1))
+    if len(edge) == 0:
+        return keep
+    keep[edge] = _owns(cube[edge], roots, root, low, high)
+    # A triangle lying in a cube face belongs to the cube on either side of it: kept when
+    # either is owned (the stitcher keeps one copy of a triangle two chunks both made).
+    on_face = np.abs(grid[edge] - np.round(grid[edge])) < 1e-6
     for axis in range(3):
-        on_face = coords[:, axis] == inner_arr[axis]
-        others = [a for a in range(3) if a != axis]
-        for a in others:
-            on_face &= coords[:, a] < inner_arr[a]
-        if not on_face.any():
-            continue
-        pts = coords[on_face]
-        nbr = pts.copy()
-        nbr[:, axis] -= 1
-        nbr_labels = labels[tuple(nbr.T)]
-        grp = group[tuple(pts.T)]
-        ok = np.array(
-            [
-                int(lab) in cand_of_group[g]
-                for lab, g in zip(nbr_labels.tolist(), grp.tolist(), strict=True)
-            ],
-            dtype=bool,
-        )
-        hit = pts[ok]
-        out[tuple(hit.T)] = nbr_labels[ok]
-        settled[tuple(hit.T)] = True
-
-    # 2. Spread through the shell, one face step per round, within the same group.
-    shape = np.asarray(labels.shape, dtype=np.int64)
-    pending = coords[~settled[tuple(coords.T)]]
-    while len(pending):
-        best = np.zeros(len(pending), dtype=np.uint64)
-        pgroup = group[tuple(pending.T)]
-        for step in _STEPS:
-            nbr = pending + step
-            valid = np.all((nbr >= 0) & (nbr < shape), axis=1)
-            idx = np.nonzero(valid)[0]
-            nb = nbr[idx]
-            use = settled[tuple(nb.T)] & (group[tuple(nb.T)] == pgroup[idx])
-            take = idx[use]
-            vals = out[tuple(nb[use].T)]
-            cur = best[take]
-            best[take] = np.where((cur == 0) | (vals < cur), vals, cur)
-        done = best != 0
-        if not done.any():
-            break
-        hit = pending[done]
-        out[tuple(hit.T)] = best[done]
-        settled[tuple(hit.T)] = True
-        pending = pending[~done]
-
-    # 3. Shell pieces connected to no candidate keep 0 (set by the caller's remap).
-    _one_node_per_piece(labels, out, shell, amb_ids)
+        pick = np.flatnonzero(on_face[:, axis])
+        if len(pick):
+            other = cube[edge][pick].copy()
+            other[:, axis] -= 1
+            keep[edge[pick]] |= _owns(other, roots, root, low, high)
+    return keep
 
 
-def _one_node_per_piece(
-    labels: np.ndarray, out: np.ndarray, shell: np.ndarray, amb_ids: np.ndarray
-) -> None:
-    """Give each face-connected shell piece of one neighbour node a single in-chunk node."""
-    import cc3d
-
-    pieces = cc3d.connected_components(
-        np.where(shell & np.isin(labels, amb_ids), labels, 0), connectivity=6
-    )
-    where = np.nonzero(pieces)
-    piece_of = pieces[where].astype(np.uint64)
-    chosen = out[where]
-    reached = chosen != 0
-    if not reached.any():
-        return
-    pairs, counts = np.unique(
-        np.stack([piece_of[reached], chosen[reached]], axis=1), axis=0, return_counts=True
-    )
-    order = np.lexsort((pairs[:, 1], -counts, pairs[:, 0]))  # most voxels, then smallest label
-    pairs = pairs[order]
-    first = np.concatenate([[True], pairs[1:, 0] != pairs[:-1, 0]])
-    winner = dict(zip(pairs[first, 0].tolist(), pairs[first, 1].tolist(), strict=True))
-    new = fastremap.remap(piece_of, winner, preserve_missing_labels=True)
-    keep = tuple(axis[reached] for axis in where)
-    out[keep] = new[reached]
+def _owns(cube: np.ndarray, roots: np.ndarray, root: int, low: np.ndarray, high: np.ndarray):
+    """For each cube (its first corner), whether the chunk owns it for ``root``."""
+    shape = np.asarray(roots.shape, dtype=np.int64)
+    corners = cube[:, np.newaxis, :] + _CORNERS[np.newaxis, :, :]  # (n, 8, 3)
+    clipped = np.minimum(np.maximum(corners, 0), shape - 1)
+    inside = np.all(corners == clipped, axis=2)
+    of_root = inside & (roots[tuple(np.moveaxis(clipped, 2, 0))] == np.uint64(root))
+    first = np.argmax(of_root, axis=1)  # the first corner of the object, in x-y-z order
+    owner = corners[np.arange(len(cube)), first]
+    return np.all((owner >= low) & (owner < high), axis=1) & of_root.any(axis=1)

@@ -23,7 +23,7 @@ a third of the kernel's time and meshoptimizer half of it.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import zmesh
@@ -31,6 +31,7 @@ import zmesh
 from meshing_core.errors import MeshingError
 from meshing_core.mesh import meshopt_ffi
 from meshing_core.mesh.closedness import edge_uses
+from meshing_core.mesh.draco_grid import DracoGrid
 from meshing_core.mesh.verify_error import far_vertices
 
 log = logging.getLogger(__name__)
@@ -56,6 +57,8 @@ def mesh_labels(
     *,
     target_fraction: float = DEFAULT_TARGET_FRACTION,
     joined: np.ndarray | None = None,
+    keep: Callable[[int, np.ndarray, np.ndarray], np.ndarray] | None = None,
+    grid: DracoGrid | None = None,
 ) -> dict[int, Mesh]:
     """Mesh every nonzero label of an xyz array (one chunk plus its +1 voxel overlap).
 
@@ -66,6 +69,9 @@ def mesh_labels(
     ``joined`` lists label pairs (K, 2) that belong to one object although they are separate
     nodes: the vertices of the wall between them are locked, so both meshes keep the same
     wall triangles and stitching can remove the wall exactly (``merge.drop_walls``).
+    ``keep(label, vertices, faces)`` selects the raw triangles this array is responsible for
+    (the layer-2 code keeps the seam cubes its chunk owns); the rims it leaves are locked.
+    With the draco ``grid`` the meshes will be stored on, topology is judged as stored.
     """
     labels = _check_inputs(labels, resolution, offset_nm, max_error)
     res = np.asarray(resolution, dtype=np.float64)
@@ -84,13 +90,30 @@ def mesh_labels(
         mesher.erase(label)  # frees its marching-cubes triangles as we go
         vertices = np.ascontiguousarray(raw.vertices, dtype=np.float32)
         faces = np.ascontiguousarray(raw.faces, dtype=np.uint32)
+        if keep is not None and len(faces):
+            kept = faces[keep(label, vertices, faces)]
+            used = np.zeros(len(vertices), dtype=bool)
+            used[kept.reshape(-1)] = True
+            index = (np.cumsum(used) - 1).astype(np.uint32)
+            vertices = np.ascontiguousarray(vertices[used])
+            faces = np.ascontiguousarray(index[kept])
         if len(faces):
             lock = _on_array_faces(vertices, planes_hi, tolerance)
             if joined is not None and len(joined):
                 lock |= _on_joined_walls(labels, label, vertices, res, joined)
             found.append((label, vertices, faces, lock))
     del mesher
-    kept = simplify_bounded([(v, f, lock) for _, v, f, lock in found], max_error, target_fraction)
+    welded = None
+    if grid is not None:
+        welded = [
+            np.unique(grid.snap(v.astype(np.float64) + offset), axis=0, return_inverse=True)[
+                1
+            ].reshape(-1)
+            for _, v, _, _ in found
+        ]
+    kept = simplify_bounded(
+        [(v, f, lock) for _, v, f, lock in found], max_error, target_fraction, welded
+    )
     return {
         label: _compact(vertices, faces, offset)
         for (label, vertices, _, _), faces in zip(found, kept, strict=True)
@@ -101,6 +124,7 @@ def simplify_bounded(
     meshes: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray | None]],
     max_error: float,
     target_fraction: float = DEFAULT_TARGET_FRACTION,
+    welded: Sequence[np.ndarray | None] | None = None,
 ) -> list[np.ndarray]:
     """Simplified triangles of each (vertices, faces, locked) with every vertex within the bound.
 
@@ -108,7 +132,9 @@ def simplify_bounded(
     input vertices). ``locked`` marks vertices that must survive unchanged (chunk faces); open
     borders are locked too. The bound is measured exactly; where it fails, the offending vertices
     and their one-ring are locked and that mesh is simplified again. Meshes are independent: the
-    result for one never depends on the others.
+    result for one never depends on the others. ``welded`` (per mesh, optional) maps each vertex
+    to the point it will be stored at (vertices the draco grid puts on one point share an id):
+    the topology is then judged as stored (``topology_damage``).
     """
     results: list[np.ndarray] = [faces for _, faces, _ in meshes]
     if max_error <= 0:
@@ -131,7 +157,9 @@ def simplify_bounded(
         retry = []
         for i, bad in zip(pending, far, strict=True):
             vertices, faces, _ = meshes[i]
-            folded = topology_damage(vertices, faces, trial[i], locks[i])
+            folded = topology_damage(
+                vertices, faces, trial[i], locks[i], None if welded is None else welded[i]
+            )
             if len(bad) == 0 and len(folded) == 0:
                 results[i] = trial[i]
                 continue
@@ -154,33 +182,53 @@ def simplify_bounded(
 
 
 def topology_damage(
-    vertices: np.ndarray, raw_faces: np.ndarray, faces: np.ndarray, locked: np.ndarray
+    vertices: np.ndarray,
+    raw_faces: np.ndarray,
+    faces: np.ndarray,
+    locked: np.ndarray,
+    welded: np.ndarray | None = None,
 ) -> np.ndarray:
     """Raw vertices to lock where simplification made edges non-manifold or opened new rims.
 
     meshoptimizer's edge collapse does not test the link condition, so a collapse can fold two
-    sheets onto one edge (used by three or more triangles) or leave an edge used once. The raw
-    neighbours of each such edge's ends are returned, grown ring by ring past what ``locked``
-    already holds, so the collapses that caused it cannot happen again and repair converges.
+    sheets onto one edge (used by three or more triangles) or leave an edge used once; and two
+    sheets brought within a draco bin of each other become one edge once stored (``welded``
+    gives each vertex its stored point). Only damage the raw mesh, stored the same way, does
+    not have counts. The raw neighbours of each damaged edge's ends are returned, grown ring by
+    ring past what ``locked`` already holds, so the collapses that caused it cannot happen
+    again and repair converges.
     """
-    edges, counts = edge_uses(faces)
+    ids = np.arange(len(vertices)) if welded is None else np.asarray(welded, dtype=np.int64)
+    edges, counts = edge_uses(_proper(ids[faces]))
     damaged = edges[counts > 2]
     rims = edges[counts == 1]
-    if len(rims):
-        raw_edges, raw_counts = edge_uses(raw_faces)
-        rims_before = {tuple(e) for e in raw_edges[raw_counts == 1].tolist()}
-        rims = rims[[tuple(e) not in rims_before for e in rims.tolist()]]
-        damaged = np.concatenate([damaged, rims])
+    if len(damaged) or len(rims):
+        raw_edges, raw_counts = edge_uses(_proper(ids[raw_faces]))
+        if len(damaged):
+            before = {tuple(e) for e in raw_edges[raw_counts > 2].tolist()}
+            damaged = damaged[[tuple(e) not in before for e in damaged.tolist()]]
+        if len(rims):
+            before = {tuple(e) for e in raw_edges[raw_counts == 1].tolist()}
+            rims = rims[[tuple(e) not in before for e in rims.tolist()]]
+        damaged = np.concatenate([damaged.reshape(-1, 2), rims.reshape(-1, 2)])
     if len(damaged) == 0:
         return np.zeros(0, dtype=np.int64)
-    region = np.zeros(len(vertices), dtype=bool)
-    region[damaged.reshape(-1)] = True
+    ends = np.zeros(int(ids.max()) + 1, dtype=bool)
+    ends[damaged.reshape(-1)] = True
+    region = ends[ids]
     while True:  # one raw ring at a time until something new gets locked
         grown = region.copy()
         grown[raw_faces[region[raw_faces].any(axis=1)].reshape(-1)] = True
         if grown.sum() == region.sum() or (grown & ~locked.astype(bool)).any():
             return np.flatnonzero(grown)
         region = grown
+
+
+def _proper(faces: np.ndarray) -> np.ndarray:
+    """Triangles with three distinct corners (the others collapse when stored)."""
+    tris = np.asarray(faces, dtype=np.int64).reshape(-1, 3)
+    keep = (tris[:, 0] != tris[:, 1]) & (tris[:, 1] != tris[:, 2]) & (tris[:, 0] != tris[:, 2])
+    return tris[keep]
 
 
 def _on_joined_walls(

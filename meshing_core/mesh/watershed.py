@@ -17,6 +17,7 @@ import numpy as np
 
 from meshing_core.errors import MeshingError
 from meshing_core.graph.protocol import GraphMeta
+from meshing_core.mesh.overlap import OwnBox
 
 log = logging.getLogger(__name__)
 
@@ -102,10 +103,21 @@ def mip_geometry(meta: GraphMeta, cloudpath: str, mip: int) -> MipGeometry:
     )
 
 
-def read_chunk(
-    cloudpath: str, geometry: MipGeometry, coords: Sequence[int]
-) -> tuple[np.ndarray, tuple[int, int, int]]:
-    """Supervoxel ids of a chunk plus its +1 overlap, and the in-chunk shape."""
+@dataclass(frozen=True)
+class ChunkBlock:
+    """Supervoxels of a layer-2 chunk with one voxel more on every side the volume has."""
+
+    supervoxels: np.ndarray
+    box: OwnBox  # where the chunk's own voxels sit in ``supervoxels``
+    origin: np.ndarray  # voxel (at the mip) of ``supervoxels[0, 0, 0]``
+
+    def offset_nm(self, resolution: np.ndarray) -> np.ndarray:
+        """World position (nm) of the array's first voxel."""
+        return self.origin.astype(np.float64) * resolution
+
+
+def read_chunk(cloudpath: str, geometry: MipGeometry, coords: Sequence[int]) -> ChunkBlock:
+    """Supervoxel ids of a chunk with its one-voxel margin (see ``overlap``)."""
     from cloudvolume.exceptions import EmptyVolumeException
 
     start, inner, outer = geometry.chunk_box(coords)
@@ -113,11 +125,12 @@ def read_chunk(
         raise WatershedError(
             f"chunk {tuple(int(c) for c in coords)} lies outside the watershed {cloudpath}"
         )
+    first = np.maximum(start - OVERLAP_VOX, geometry.voxel_offset)
     cv = open_watershed(cloudpath, geometry.mip)
-    box = f"{start.tolist()}..{outer.tolist()}"
+    box = f"{first.tolist()}..{outer.tolist()}"
     try:
         cutout = cv.download(
-            [slice(int(a), int(b)) for a, b in zip(start, outer, strict=True)], mip=geometry.mip
+            [slice(int(a), int(b)) for a, b in zip(first, outer, strict=True)], mip=geometry.mip
         )
     except EmptyVolumeException as exc:
         raise WatershedError(
@@ -133,6 +146,8 @@ def read_chunk(
             f"(voxels {box} at mip {geometry.mip}) under {cloudpath}: "
             f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
         ) from exc
-    data = np.asarray(cutout)[..., 0]
-    inner_shape = tuple(int(v) for v in (inner - start))
-    return data, inner_shape  # type: ignore[return-value]
+    own = OwnBox(
+        low=tuple(int(v) for v in (start - first)),  # type: ignore[arg-type]
+        inner=tuple(int(v) for v in (inner - start)),  # type: ignore[arg-type]
+    )
+    return ChunkBlock(np.asarray(cutout)[..., 0], own, first)
