@@ -38,24 +38,67 @@ class EdgeDefects:
 def weld(vertices: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Vertices with exact duplicates merged, and the triangles that still have three corners."""
     points = np.asarray(vertices, dtype=np.float64).reshape(-1, 3)
-    tris = np.asarray(faces, dtype=np.int64).reshape(-1, 3)
+    tris = np.asarray(faces).reshape(-1, 3)
     if len(points) == 0 or len(tris) == 0:
-        return points[:0], tris[:0]
-    unique, inverse = np.unique(points, axis=0, return_inverse=True)
-    tris = inverse.reshape(-1)[tris]
+        return points[:0], np.zeros((0, 3), dtype=np.int64)
+    unique, inverse = unique_rows(points)
+    tris = inverse[tris]  # int32 / int64 as the vertex count needs
     keep = (tris[:, 0] != tris[:, 1]) & (tris[:, 1] != tris[:, 2]) & (tris[:, 0] != tris[:, 2])
     return unique, tris[keep]
 
 
+_MIX = (np.uint64(0x9E3779B97F4A7C15), np.uint64(0xC2B2AE3D27D4EB4F), np.uint64(0x165667B19E3779F9))
+
+
+def row_keys(columns: list[np.ndarray]) -> np.ndarray:
+    """One 64-bit hash per row of three integer (or float bit-pattern) columns."""
+    key = columns[0].astype(np.uint64, copy=True)
+    key *= _MIX[0]
+    for column, mix in zip(columns[1:], _MIX[1:], strict=True):
+        part = column.astype(np.uint64, copy=True)
+        part *= mix
+        key ^= part
+    return key
+
+
+def unique_rows(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Distinct rows of an (n, 3) array (first occurrence order) and each row's index among them.
+
+    ``np.unique(axis=0)`` sorts whole rows and copies them several times; on meshes of millions
+    of vertices that was most of a stitch's time and memory. Rows are hashed to one 64-bit key
+    instead (a 1-d sort), and a collision, however unlikely, is detected and falls back.
+    """
+    data = np.ascontiguousarray(rows)
+    if data.dtype.kind == "f":
+        data = data + 0.0  # -0.0 and 0.0 are one point (a copy: the bits are hashed below)
+        bits = data.view(np.uint64 if data.dtype.itemsize == 8 else np.uint32)
+    else:
+        bits = data
+    key = row_keys([bits[:, 0], bits[:, 1], bits[:, 2]])
+    _, first, inverse = np.unique(key, return_index=True, return_inverse=True)
+    del key
+    index_type = np.int32 if len(data) < 2**31 else np.int64
+    inverse = inverse.reshape(-1).astype(index_type)
+    for axis in range(3):  # a hash collision: the slow, sure way
+        if not np.array_equal(data[first[inverse], axis], data[:, axis]):
+            unique, inverse = np.unique(data, axis=0, return_inverse=True)
+            return unique, inverse.reshape(-1).astype(index_type)
+    order = np.argsort(first, kind="stable")  # first-occurrence order, independent of hashing
+    rank = np.empty(len(order), dtype=index_type)
+    rank[order] = np.arange(len(order), dtype=index_type)
+    return data[first[order]], rank[inverse]
+
+
 def edge_uses(faces: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Each undirected edge (sorted vertex pair) and how many triangles use it."""
-    tris = np.asarray(faces, dtype=np.int64).reshape(-1, 3)
-    edges = np.concatenate([tris[:, [0, 1]], tris[:, [1, 2]], tris[:, [2, 0]]])
-    edges.sort(axis=1)
-    if len(edges) == 0:
-        return edges, np.zeros(0, dtype=np.int64)
-    width = int(edges.max()) + 1
-    keys, counts = np.unique(edges[:, 0] * width + edges[:, 1], return_counts=True)
+    tris = np.asarray(faces).reshape(-1, 3)
+    if len(tris) == 0:
+        return np.zeros((0, 2), dtype=np.int64), np.zeros(0, dtype=np.int64)
+    width = np.int64(int(tris.max()) + 1)
+    keys = _sorted_edge_keys(tris, width)
+    starts = np.flatnonzero(np.concatenate([[True], keys[1:] != keys[:-1]]))
+    counts = np.diff(np.append(starts, len(keys)))
+    keys = keys[starts]
     return np.stack([keys // width, keys % width], axis=1), counts
 
 
@@ -64,26 +107,57 @@ def edge_defects(
     faces: np.ndarray,
     open_ok_box: tuple[Sequence[float], Sequence[float]] | None = None,
     tolerance: float = 0.0,
+    *,
+    welded: bool = False,
 ) -> EdgeDefects:
     """Open and non-manifold edges of a mesh after welding coincident vertices.
 
     An open edge whose two ends both lie within ``tolerance`` of the same face of
     ``open_ok_box`` (low corner, high corner; nm) is where the mesh was cut, and not counted.
+    ``welded``: the vertices are distinct already (as ``collapse_on_grid`` returns them).
     """
-    points, tris = weld(vertices, faces)
+    if welded:
+        points, tris = np.asarray(vertices), np.asarray(faces).reshape(-1, 3)
+    else:
+        points, tris = weld(vertices, faces)
     if len(tris) == 0:
         return EdgeDefects(0, 0)
-    edges, counts = edge_uses(tris)
-    rims = edges[counts == 1]
+    width = np.int64(len(points))
+    keys = _sorted_edge_keys(tris, width)
+    same = keys[1:] == keys[:-1]  # neighbours in sorted order that are one edge
+    alone = np.ones(len(keys), dtype=bool)
+    alone[1:] &= ~same
+    alone[:-1] &= ~same
+    rims = keys[alone]
+    del alone
+    runs3 = same[1:] & same[:-1]  # three in a row: an edge used three times or more
+    nonmanifold = int(np.count_nonzero(runs3[1:] & ~runs3[:-1])) + int(
+        bool(len(runs3)) and runs3[0]
+    )
+    del keys, same, runs3
     if open_ok_box is not None and len(rims):
         lo = np.asarray(open_ok_box[0], dtype=np.float64)
         hi = np.asarray(open_ok_box[1], dtype=np.float64)
-        ends = points[rims]  # (n, 2, 3)
+        ends = points[np.stack([rims // width, rims % width], axis=1)]  # (n, 2, 3)
         tol = float(tolerance) + 1e-6
         on_lo = (np.abs(ends - lo) <= tol).all(axis=1)
         on_hi = (np.abs(ends - hi) <= tol).all(axis=1)
         rims = rims[~(on_lo | on_hi).any(axis=1)]
-    return EdgeDefects(int(len(rims)), int(np.count_nonzero(counts > 2)))
+    return EdgeDefects(int(len(rims)), nonmanifold)
+
+
+def _sorted_edge_keys(tris: np.ndarray, width: np.int64) -> np.ndarray:
+    """``low * width + high`` of every triangle edge, sorted (one column pair at a time)."""
+    keys = np.empty(3 * len(tris), dtype=np.int64)
+    for k in range(3):
+        a = tris[:, k].astype(np.int64)
+        b = tris[:, (k + 1) % 3].astype(np.int64)
+        part = keys[k * len(tris) : (k + 1) * len(tris)]
+        np.minimum(a, b, out=part)
+        part *= width
+        part += np.maximum(a, b)
+    keys.sort()
+    return keys
 
 
 @dataclass

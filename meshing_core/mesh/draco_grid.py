@@ -31,8 +31,14 @@ class DracoGrid:
 
     def snap(self, vertices: np.ndarray) -> np.ndarray:
         """Vertices moved to their nearest grid point, as Draco's encoder rounds them."""
-        rel = (np.asarray(vertices, dtype=np.float64) - self.origin) / self.bin_size
-        return np.floor(rel + 0.5) * self.bin_size + self.origin
+        out = np.array(vertices, dtype=np.float64)  # one copy, then in place
+        out -= self.origin
+        out /= self.bin_size
+        out += 0.5
+        np.floor(out, out=out)
+        out *= self.bin_size
+        out += self.origin
+        return out
 
 
 def _bits_bin_range(min_range: float, max_bin: float) -> tuple[int, float, float]:
@@ -111,43 +117,48 @@ def requantised_grid(
 
 
 def collapse_on_grid(
-    vertices: np.ndarray, faces: np.ndarray, grid: DracoGrid
+    vertices: np.ndarray, faces: np.ndarray, grid: DracoGrid, *, walls: bool = False
 ) -> tuple[np.ndarray, np.ndarray]:
     """The mesh as the grid stores it, without the triangles quantisation would flatten.
 
     Snapping to the grid can put both ends of an edge on one grid point; the triangles on that
-    edge then have no area (a thin tip rounding together). Such zero-length edges are collapsed
-    (their vertices merged, as an edge collapse does: the neighbours across the collapsed
-    triangles become neighbours of each other, so no hole opens) and the flattened triangles
-    dropped. Vertices that land on one point without an edge between them stay apart (merging
-    them would pinch the surface). Snapping can also put three corners on one line: such a
-    triangle is removed by splitting its long edge at the middle corner (``split_flat``).
-    Positions are the snapped ones Draco would store anyway.
+    edge then have no area (a thin tip rounding together). Vertices the grid puts on one point
+    are merged (as any reader welding the mesh sees them; along an edge this is an edge
+    collapse, so no hole opens) and the triangles left with a repeated corner dropped.
+    Snapping can also put three corners on one line: such a triangle is removed by splitting
+    its long edge at the middle corner (``split_flat``). With ``walls``, triangles present with
+    both windings go too (``merge.drop_walls``: where stitched children touch). Positions are
+    the snapped ones Draco would store anyway; the vertices come out distinct.
     """
-    from scipy.sparse import coo_matrix
-    from scipy.sparse.csgraph import connected_components
-
-    from meshing_core.mesh.merge import drop_degenerate
+    from meshing_core.mesh.closedness import weld
+    from meshing_core.mesh.merge import drop_walls
 
     snapped = grid.snap(np.asarray(vertices, dtype=np.float64).reshape(-1, 3))
-    tris = np.asarray(faces, dtype=np.int64).reshape(-1, 3)
-    if len(tris) == 0:
-        return snapped, tris.astype(np.uint32)
-    edges = np.concatenate([tris[:, [0, 1]], tris[:, [1, 2]], tris[:, [2, 0]]])
-    zero = np.all(snapped[edges[:, 0]] == snapped[edges[:, 1]], axis=1)
-    if zero.any():
-        pairs = edges[zero]
-        n = len(snapped)
-        graph = coo_matrix((np.ones(len(pairs)), (pairs[:, 0], pairs[:, 1])), shape=(n, n))
-        _, component = connected_components(graph, directed=False)
-        first = np.full(component.max() + 1, n, dtype=np.int64)
-        np.minimum.at(first, component, np.arange(n))  # each group kept as its lowest index
-        snapped, tris = drop_degenerate(snapped, first[component][tris])
-    return snapped, split_flat(snapped, np.asarray(tris, dtype=np.int64)).astype(np.uint32)
+    points, tris = weld(snapped, faces)
+    del snapped
+    if walls:
+        points, tris = drop_walls(points, tris, welded=True)
+    return points, split_flat(points, np.asarray(tris, dtype=np.int64)).astype(np.uint32)
 
 
 #: Rounds of ``split_flat`` (a split can leave a neighbour flat in turn; chains are short).
 MAX_FLAT_ROUNDS = 8
+
+
+_BLOCK = 1 << 18  # triangles per block when looking for flat ones (bounded memory)
+
+
+def _flat_triangles(vertices: np.ndarray, tris: np.ndarray) -> np.ndarray:
+    """Indices of triangles whose three corners lie on one line (exact on grid coordinates)."""
+    found = []
+    for start in range(0, len(tris), _BLOCK):
+        block = tris[start : start + _BLOCK]
+        a = vertices[block[:, 0]]
+        u = vertices[block[:, 1]] - a
+        w = vertices[block[:, 2]] - a
+        flat = ~np.cross(u, w).any(axis=1)
+        found.append(np.flatnonzero(flat) + start)
+    return np.concatenate(found) if found else np.zeros(0, dtype=np.int64)
 
 
 def split_flat(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
@@ -158,15 +169,16 @@ def split_flat(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
     often as before, no zero area. On an open rim (no triangle across a-c) it is just removed:
     its two short edges lie along the rim it was on. Exact on grid coordinates.
     """
-    tris = np.asarray(faces, dtype=np.int64).reshape(-1, 3)
+    tris = np.asarray(faces).reshape(-1, 3)
     for _ in range(MAX_FLAT_ROUNDS):
-        corners = vertices[tris]
-        cross = np.cross(corners[:, 1] - corners[:, 0], corners[:, 2] - corners[:, 0])
-        flat = np.flatnonzero(~cross.any(axis=1))
+        flat = _flat_triangles(vertices, tris)
         if len(flat) == 0:
             break
+        tris = tris.astype(np.int64)
+        # directed edges of the triangles that touch a flat one (the neighbours looked up)
+        near = np.flatnonzero(np.isin(tris, np.unique(tris[flat])).any(axis=1))
         owner: dict[tuple[int, int], int] = {}
-        for index, (a, b, c) in enumerate(tris.tolist()):
+        for index, (a, b, c) in zip(near.tolist(), tris[near].tolist(), strict=True):
             owner[(a, b)] = owner[(b, c)] = owner[(c, a)] = index
         drop: set[int] = set()
         added: list[list[int]] = []
@@ -189,7 +201,8 @@ def split_flat(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
             other = tris[across].tolist()
             d = next(v for v in other if v not in (a, c))
             added += [[c, b, d], [b, a, d]]  # (c, a, d) split at b, its orientation kept
-        keep = np.array([i not in drop for i in range(len(tris))], dtype=bool)
+        keep = np.ones(len(tris), dtype=bool)
+        keep[np.fromiter(drop, dtype=np.int64, count=len(drop))] = False
         tris = np.concatenate([tris[keep], np.asarray(added, dtype=np.int64).reshape(-1, 3)])
     return tris
 

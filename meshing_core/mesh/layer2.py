@@ -141,7 +141,7 @@ def mesh_chunk(
         if len(faces) == 0:  # a speck flattened by the grid has no surface to store
             continue
         if closedness is not None:
-            closedness.add(edge_defects(vertices, faces, (lo, hi), tolerance))
+            closedness.add(edge_defects(vertices, faces, (lo, hi), tolerance, welded=True))
         data = encode_draco(vertices, faces, grid, collapse=False)
         if data is not None:
             fragments[int(nodes[int(label) - 1])] = data

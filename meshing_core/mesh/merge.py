@@ -25,14 +25,19 @@ import numpy as np
 
 
 def concatenate(parts: Sequence[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
-    """One vertex and one face array from several meshes (faces re-indexed)."""
+    """One vertex and one face array from several meshes (faces re-indexed, 32-bit if they fit)."""
     if not parts:
         return np.zeros((0, 3), dtype=np.float64), np.zeros((0, 3), dtype=np.uint32)
     counts = np.cumsum([0] + [len(v) for v, _ in parts])
+    index_type = np.uint32 if counts[-1] < 2**32 else np.int64
     vertices = np.concatenate([np.asarray(v, dtype=np.float64).reshape(-1, 3) for v, _ in parts])
-    faces = np.concatenate(
-        [np.asarray(f, dtype=np.int64).reshape(-1, 3) + counts[i] for i, (_, f) in enumerate(parts)]
-    )
+    faces = np.empty((sum(len(f) for _, f in parts), 3), dtype=index_type)
+    at = 0
+    for i, (_, f) in enumerate(parts):
+        block = faces[at : at + len(f)]
+        block[:] = np.asarray(f).reshape(-1, 3)
+        block += index_type(counts[i])
+        at += len(f)
     return vertices, faces
 
 
@@ -63,44 +68,64 @@ def merge_on_planes(
     return drop_degenerate(merged, faces)
 
 
-def drop_walls(vertices: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def drop_walls(
+    vertices: np.ndarray, faces: np.ndarray, *, welded: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
     """Weld exactly coincident vertices and remove walls: triangles present with both windings.
 
     On the same three points, each triangle wound one way cancels one wound the other way (a
     wall's two sides); what is left keeps one copy of the winding that had more (a triangle two
-    parts both carry the same way is one piece of surface, not a wall).
+    parts both carry the same way is one piece of surface, not a wall). ``welded``: the
+    vertices are already distinct (no weld needed).
     """
-    from meshing_core.mesh.closedness import weld
+    from meshing_core.mesh.closedness import row_keys, weld
 
-    points, tris = weld(vertices, faces)
+    if welded:
+        points, tris = vertices, np.asarray(faces).reshape(-1, 3)
+    else:
+        points, tris = weld(vertices, faces)
     if len(tris) == 0:
         return points, tris.astype(np.uint32)
-    key = np.sort(tris, axis=1)
-    first_corner = np.argmin(tris, axis=1)
-    rows = np.arange(len(tris))
-    after = tris[rows, (first_corner + 1) % 3]  # the corner following the smallest one
-    winding = np.where(after == key[:, 1], 1, -1)
-    _, first, inverse = np.unique(key, axis=0, return_index=True, return_inverse=True)
-    inverse = inverse.reshape(-1)
-    net = np.zeros(len(first), dtype=np.int64)
-    np.add.at(net, inverse, winding)
-    # per group, the first triangle wound the way the net count says
-    chosen = np.full(len(first), -1, dtype=np.int64)
-    wanted = np.sign(net)[inverse] == winding
-    order = rows[wanted][::-1]
-    chosen[inverse[order]] = order  # written last = the first in input order
-    keep = chosen[chosen >= 0]
-    return drop_degenerate(points, tris[np.sort(keep)])
+    low = tris.min(axis=1)
+    high = tris.max(axis=1)
+    middle = tris.sum(axis=1, dtype=np.int64) - low - high
+    key = row_keys([low, middle, high])
+    ordered = np.sort(key)
+    repeated = ordered[1:][ordered[1:] == ordered[:-1]]
+    del ordered
+    if len(repeated) == 0:  # no triangle twice (the usual case): nothing to cancel
+        return drop_degenerate(points, tris)
+    # only the few triangles whose key repeats are looked at closely
+    suspects = np.flatnonzero(np.isin(key, repeated))
+    corners = np.stack([low[suspects], middle[suspects], high[suspects]], axis=1)
+    first_corner = np.argmin(tris[suspects], axis=1)
+    after = tris[suspects, (first_corner + 1) % 3]  # the corner following the smallest one
+    winding = np.where(after == corners[:, 1], 1, -1)
+    _, group = np.unique(corners, axis=0, return_inverse=True)
+    group = group.reshape(-1)
+    net = np.zeros(int(group.max()) + 1, dtype=np.int64)
+    np.add.at(net, group, winding)
+    chosen = np.full(len(net), -1, dtype=np.int64)
+    wanted = np.flatnonzero(np.sign(net)[group] == winding)[::-1]
+    chosen[group[wanted]] = wanted  # written last = the first in input order
+    keep = np.ones(len(tris), dtype=bool)
+    keep[suspects] = False
+    keep[suspects[chosen[chosen >= 0]]] = True
+    return drop_degenerate(points, tris[keep])
 
 
 def drop_degenerate(vertices: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Remove triangles with a repeated vertex and vertices no triangle uses."""
-    faces = np.asarray(faces, dtype=np.int64).reshape(-1, 3)
+    faces = np.asarray(faces).reshape(-1, 3)
     keep = (
         (faces[:, 0] != faces[:, 1]) & (faces[:, 1] != faces[:, 2]) & (faces[:, 0] != faces[:, 2])
     )
-    faces = faces[keep]
+    if not keep.all():
+        faces = faces[keep]
+    del keep
     used = np.zeros(len(vertices), dtype=bool)
     used[faces.reshape(-1)] = True
-    index = np.cumsum(used) - 1
-    return vertices[used], index[faces].astype(np.uint32)
+    if used.all():
+        return vertices, faces.astype(np.uint32, copy=False)
+    index = np.cumsum(used, dtype=np.int64) - 1
+    return vertices[used], index.astype(np.uint32)[faces]

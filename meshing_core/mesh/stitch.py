@@ -34,7 +34,7 @@ from meshing_core.mesh.descendants import fragment_sources, multi_child_plan
 from meshing_core.mesh.draco_grid import collapse_on_grid, encode_draco
 from meshing_core.mesh.fragments import FragmentSource, StitchInputError
 from meshing_core.mesh.layer_grids import LayerGrids, layer_grids
-from meshing_core.mesh.merge import drop_walls, merge_on_planes
+from meshing_core.mesh.merge import concatenate, drop_walls
 from meshing_core.mesh.watershed import mip_geometry
 from meshing_core.store import files, layout
 from meshing_core.store.sharding import ShardFormatError, ShardWriter, fragment_order
@@ -98,7 +98,8 @@ def _node_mesh(
         if triangles > limit:
             return None
         parts.append((grids.requantise(vertices, ids.layer_of(node), layer - 1), faces))
-    return drop_walls(*merge_on_planes(parts, planes))
+    del planes  # storing welds every coincident vertex, the mid-planes' included
+    return concatenate(parts)
 
 
 def _fragment_source(
@@ -122,7 +123,7 @@ def node_mesh(
     sharding: Mapping[str, Any],
     max_triangles: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray] | None:
-    """The merged mesh (nm, before draco) stitching builds for one node of layer >= 3.
+    """The merged mesh (nm, before draco, walls removed) stitching builds for one node.
 
     None when it would exceed the triangle limit. For checks and exports of single nodes.
     """
@@ -132,7 +133,7 @@ def node_mesh(
     geometry = mip_geometry(meta, config.watershed, int(config.mip))
     grids = layer_grids(meta, geometry, layer)
     limit = max_triangles_of(config) if max_triangles is None else int(max_triangles)
-    return _node_mesh(
+    mesh = _node_mesh(
         graph,
         _fragment_source(graph, config, sharding, timestamp),
         grids,
@@ -141,6 +142,7 @@ def node_mesh(
         grids.mid_planes(layer, coords),
         limit,
     )
+    return None if mesh is None else drop_walls(*mesh)
 
 
 def stitch_chunk(
@@ -197,10 +199,10 @@ def stitch_chunk(
                 vertices, faces = mesh
                 if len(faces) == 0:
                     continue
-                vertices, faces = collapse_on_grid(vertices, faces, grid)
+                vertices, faces = collapse_on_grid(vertices, faces, grid, walls=True)
                 if len(faces) == 0:  # flattened on this layer's grid: nothing to store
                     continue
-                closedness.add(edge_defects(vertices, faces, (lo, hi), tolerance))
+                closedness.add(edge_defects(vertices, faces, (lo, hi), tolerance, welded=True))
                 data = encode_draco(vertices, faces, grid, collapse=False)
                 largest = max(largest, len(faces))
                 writer.add(node, data)
