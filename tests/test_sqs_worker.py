@@ -23,11 +23,8 @@ from meshing_core.store.paths import to_cloudpath
 TS = "2021-03-02T00:00:00Z"
 
 
-@pytest.fixture(scope="module")
-def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A small synthetic dataset (8 layer-2 chunks), set up for meshing; not modified."""
-    root = tmp_path_factory.mktemp("sqs-inputs")
-    volume, agglomeration = neurite_volume((128, 128, 32), seed=5)
+def _build(root: Path, shape: tuple[int, int, int]) -> Path:
+    volume, agglomeration = neurite_volume(shape, seed=5)
     seg = to_cloudpath(root / "seg")
     write_precomputed_segmentation(seg, volume, (8, 8, 8), chunk_size=(32, 32, 32))
     write_agglomeration_csv(root / "objects.csv", agglomeration)
@@ -39,6 +36,18 @@ def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
     )  # fmt: skip
     run_cli("setup", "--graph", str(out / "graph.yaml"), quiet=True)
     return out
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small synthetic dataset (8 layer-2 chunks), set up for meshing; not modified."""
+    return _build(tmp_path_factory.mktemp("sqs-inputs"), (128, 128, 32))
+
+
+@pytest.fixture(scope="module")
+def wide_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """12 layer-2 chunks (3 x 2 x 2): the last column reads nothing of the first."""
+    return _build(tmp_path_factory.mktemp("sqs-wide"), (192, 128, 32))
 
 
 def _copy(dataset: Path, to: Path) -> str:
@@ -89,7 +98,7 @@ def test_a_layer_through_sqs_workers_matches_local_meshing(dataset, sqs, tmp_pat
 
 
 def test_a_poisoned_chunk_goes_to_the_dead_letter_queue_with_its_failure_record(
-    dataset, sqs, tmp_path
+    wide_dataset, sqs, tmp_path
 ):
     from meshing_core.config import load_config
     from meshing_core.queue.messages import chunk_tasks
@@ -97,11 +106,11 @@ def test_a_poisoned_chunk_goes_to_the_dead_letter_queue_with_its_failure_record(
     from meshing_core.run.records import RecordStore
     from meshing_core.timestamps import parse_timestamp
 
-    graph = _copy(dataset, tmp_path / "poisoned")
+    graph = _copy(wide_dataset, tmp_path / "poisoned")
     config = load_config(graph)
     ts = parse_timestamp(TS)
     url, dead = ensure_queues(sqs, "mesh-poison", max_receive_count=2, visibility_timeout_s=2)
-    good = [(1, 0, 0), (1, 1, 0)]  # they read no voxel of the poisoned chunk
+    good = [(2, 0, 0), (2, 1, 0)]  # they read no voxel of the poisoned chunk (one around)
     bad = (0, 1, 0)
     # the poisoned chunk's watershed is corrupt (every try fails), its neighbours' are not
     (Path(graph).parent / "watershed" / "8.0_8.0_8.0" / "0-64_64-128_0-16.gz").write_bytes(

@@ -1,20 +1,18 @@
-"""Merging child meshes into one, joining them where they meet on the child-chunk planes.
+"""Putting child meshes together: one vertex and face array, walls removed, degenerates dropped.
 
-Children of one node live in different child chunks (or are disconnected inside one), so they
-touch only on the planes between the child chunks. After re-quantisation both sides of such a
-plane carry the same vertex positions there; those duplicates are merged and nothing else is.
-
-A caveat of quantisation, documented rather than hidden: a vertex lying less than half a bin
-inside a child chunk snaps onto the plane too (with 10 nm voxels and 6 nm bins, a vertex half a
-voxel inside does), and it is then merged with any vertex that landed on the very same point.
-The merged points are identical, so the geometry does not change; triangles that collapse to a
-line or a point are dropped, and vertices no triangle uses any more are removed.
+Children of one node live in different child chunks (or are disconnected inside one). After
+re-quantisation both sides of a child-chunk plane carry the same vertex positions there; storing
+welds every exactly coincident vertex (``closedness.weld``), on the planes as elsewhere. A
+caveat of quantisation, documented rather than hidden: a vertex lying less than half a bin from
+another (with 10 nm voxels and 6 nm bins, a vertex half a voxel inside a plane and one on it)
+lands on the very same point and is merged with it; the geometry does not change, triangles
+that collapse to a line or a point are dropped, and vertices no triangle uses are removed.
 
 Walls: two nodes of one object can touch without being joined at their own layer (the graph
 joins them higher up, or an edit merged two objects that touch). Each node's mesh is closed, so
 where they touch both carry the wall between them, and the merged mesh would hold two sheets
 there. Layer 2 keeps such walls identical on both sides, and ``drop_walls`` removes every
-triangle that appears twice (same three points), leaving the object's outer surface.
+triangle present with both windings, leaving the object's outer surface.
 """
 
 from __future__ import annotations
@@ -39,33 +37,6 @@ def concatenate(parts: Sequence[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndar
         block += index_type(counts[i])
         at += len(f)
     return vertices, faces
-
-
-def merge_on_planes(
-    parts: Sequence[tuple[np.ndarray, np.ndarray]], planes: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
-    """Merge meshes, de-duplicating only vertices on one of the axis-aligned ``planes``.
-
-    ``planes[a]`` is the coordinate of the plane normal to axis ``a``. Vertices must already be
-    on a common lattice (exact comparison). Output order is deterministic: off-plane vertices in
-    input order, then the unique on-plane points sorted.
-    """
-    vertices, faces = concatenate(parts)
-    if len(vertices) == 0:
-        return vertices, faces.astype(np.uint32)
-    on_plane = (vertices == np.asarray(planes, dtype=np.float64)[np.newaxis, :]).any(axis=1)
-    off_idx = np.flatnonzero(~on_plane)
-    on_idx = np.flatnonzero(on_plane)
-    remap = np.empty(len(vertices), dtype=np.int64)
-    remap[off_idx] = np.arange(len(off_idx))
-    if len(on_idx):
-        unique, inverse = np.unique(vertices[on_idx], axis=0, return_inverse=True)
-        remap[on_idx] = len(off_idx) + inverse.reshape(-1)
-        merged = np.concatenate([vertices[off_idx], unique])
-    else:
-        merged = vertices[off_idx]
-    faces = remap[faces]
-    return drop_degenerate(merged, faces)
 
 
 def drop_walls(

@@ -3,8 +3,9 @@
 For every node of the chunk alive at the timestamp with more than one child, the fragments of
 its children (each followed down its single-child chain, see ``descendants``) are read one by
 one from the lower-layer shards (``fragments``: ranged reads, never whole shards), re-quantised
-through the draco grid of each layer in between (``layer_grids``), merged with duplicates on the
-chunk's mid-planes joined (``merge``), and draco-encoded on the chunk's own grid. Fragments are
+through the draco grid of each layer in between (``layer_grids``), concatenated, and stored on
+the chunk's own grid: coincident vertices welded, walls between touching children removed, flat
+triangles split away (``draco_grid.collapse_on_grid``, ``merge``). Fragments are
 streamed into the shard in canonical order, so a task holds one node mesh at a time and the
 bytes do not depend on anything but the inputs.
 
@@ -79,7 +80,6 @@ def _node_mesh(
     grids: LayerGrids,
     layer: int,
     sources: Sequence[int],
-    planes: np.ndarray,
     limit: int,
 ) -> tuple[np.ndarray, np.ndarray] | None:
     """The merged mesh of one node, or None when it would exceed ``limit`` triangles."""
@@ -98,8 +98,7 @@ def _node_mesh(
         if triangles > limit:
             return None
         parts.append((grids.requantise(vertices, ids.layer_of(node), layer - 1), faces))
-    del planes  # storing welds every coincident vertex, the mid-planes' included
-    return concatenate(parts)
+    return concatenate(parts)  # storing welds every coincident vertex, mid-planes' included
 
 
 def _fragment_source(
@@ -129,7 +128,6 @@ def node_mesh(
     """
     meta = graph.meta
     layer = ids.layer_of(int(node_id))
-    coords = ids.chunk_coords(meta.codec, int(node_id))
     geometry = mip_geometry(meta, config.watershed, int(config.mip))
     grids = layer_grids(meta, geometry, layer)
     limit = max_triangles_of(config) if max_triangles is None else int(max_triangles)
@@ -139,7 +137,6 @@ def node_mesh(
         grids,
         layer,
         fragment_sources(graph, int(node_id)),
-        grids.mid_planes(layer, coords),
         limit,
     )
     return None if mesh is None else drop_walls(*mesh)
@@ -176,7 +173,6 @@ def stitch_chunk(
     geometry = mip_geometry(meta, config.watershed, int(config.mip))
     grids = layer_grids(meta, geometry, layer)
     grid = grids.grid(layer, coords)
-    planes = grids.mid_planes(layer, coords)
 
     source = _fragment_source(graph, config, sharding, timestamp)
     spec = sharding[str(layer)]
@@ -188,7 +184,7 @@ def stitch_chunk(
         with files.atomic_writer(folder, name) as fh:
             writer = ShardWriter(fh, spec)
             for node in fragment_order(list(plan), spec):
-                mesh = _node_mesh(graph, source, grids, layer, plan[node], planes, limit)
+                mesh = _node_mesh(graph, source, grids, layer, plan[node], limit)
                 if mesh is None:
                     skipped.append(node)
                     log.warning(
