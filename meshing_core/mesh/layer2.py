@@ -66,16 +66,20 @@ def chunk_labels(graph: ChunkedGraphReader, block: ChunkBlock, timestamp: float)
 
 def touching_pairs(labels: np.ndarray) -> np.ndarray:
     """Pairs (a < b) of nonzero labels with face-adjacent voxels, sorted, unique."""
+    width = np.uint64(int(labels.max()) + 1)
     found = []
     for axis in range(3):
         a = np.moveaxis(labels, axis, 0)
         left, right = a[:-1].ravel(), a[1:].ravel()
         differ = (left != right) & (left != 0) & (right != 0)
         if differ.any():
-            found.append(np.sort(np.stack([left[differ], right[differ]], axis=1), axis=1))
+            low = np.minimum(left[differ], right[differ]).astype(np.uint64)
+            high = np.maximum(left[differ], right[differ]).astype(np.uint64)
+            found.append(np.unique(low * width + high))  # one 1-d key per pair
     if not found:
         return np.zeros((0, 2), dtype=labels.dtype)
-    return np.unique(np.concatenate(found), axis=0)
+    keys = np.unique(np.concatenate(found))
+    return np.stack([keys // width, keys % width], axis=1).astype(labels.dtype)
 
 
 def joined_pairs(compact: np.ndarray, nodes: np.ndarray, root_of: dict[int, int]) -> np.ndarray:

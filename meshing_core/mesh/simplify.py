@@ -30,7 +30,7 @@ import zmesh
 
 from meshing_core.errors import MeshingError
 from meshing_core.mesh import meshopt_ffi
-from meshing_core.mesh.closedness import edge_uses
+from meshing_core.mesh.closedness import edge_uses, unique_rows
 from meshing_core.mesh.draco_grid import DracoGrid
 from meshing_core.mesh.verify_error import far_vertices
 
@@ -105,12 +105,7 @@ def mesh_labels(
     del mesher
     welded = None
     if grid is not None:
-        welded = [
-            np.unique(grid.snap(v.astype(np.float64) + offset), axis=0, return_inverse=True)[
-                1
-            ].reshape(-1)
-            for _, v, _, _ in found
-        ]
+        welded = [unique_rows(grid.snap(v.astype(np.float64) + offset))[1] for _, v, _, _ in found]
     kept = simplify_bounded(
         [(v, f, lock) for _, v, f, lock in found], max_error, target_fraction, welded
     )
