@@ -42,7 +42,7 @@ def seed_chunk(
         if len(mesh.faces) == 0:
             continue
         vertices = mesh.vertices + np.asarray(offset_nm, dtype=np.float32)
-        size += len(encode_draco(vertices, mesh.faces, grid, collapse=False) or b"")
+        size += len(encode_draco(vertices, mesh.faces, grid))
         triangles += len(mesh.faces)
         fragments += 1
     return SeedResult(time.perf_counter() - started, triangles, size, fragments)

@@ -8,6 +8,7 @@ import pytest
 
 from meshing_core.mesh.draco_grid import (
     _bits_bin_range,
+    collapse_on_grid,
     encode_draco,
     layer2_grid,
     requantised_grid,
@@ -126,10 +127,10 @@ def test_triangles_flattened_by_the_grid_are_collapsed_not_stored() -> None:
     assert _edge_uses(vertices, faces) == (0, 0, 0)  # marching cubes: closed, manifold
     grid = layer2_grid((11, 11, 11), (10, 10, 10), (0, 0, 0))
     coarse = type(grid)(grid.bits, grid.bin_size * 2, grid.range * 2, grid.origin)  # 8 nm bins
-    plain = DracoPy.decode(encode_draco(vertices, faces, coarse, collapse=False))
+    plain = DracoPy.decode(encode_draco(vertices, faces, coarse))
     plain_uses = _edge_uses(np.asarray(plain.points).reshape(-1, 3), np.asarray(plain.faces))
     assert plain_uses[2] > 0  # the grid flattens some triangles
-    ours = DracoPy.decode(encode_draco(vertices, faces, coarse))
+    ours = DracoPy.decode(encode_draco(*collapse_on_grid(vertices, faces, coarse), coarse))
     points, tris = np.asarray(ours.points).reshape(-1, 3), np.asarray(ours.faces).reshape(-1, 3)
     assert _edge_uses(points, tris) == (0, 0, 0)
     assert len(tris) < len(faces)

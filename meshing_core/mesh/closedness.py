@@ -43,8 +43,12 @@ def weld(vertices: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray, np.ndarra
         return points[:0], np.zeros((0, 3), dtype=np.int64)
     unique, inverse = unique_rows(points)
     tris = inverse[tris]  # int32 / int64 as the vertex count needs
-    keep = (tris[:, 0] != tris[:, 1]) & (tris[:, 1] != tris[:, 2]) & (tris[:, 0] != tris[:, 2])
-    return unique, tris[keep]
+    return unique, tris[three_corners(tris)]
+
+
+def three_corners(tris: np.ndarray) -> np.ndarray:
+    """Which triangles have three distinct corners (the others have no area to store)."""
+    return (tris[:, 0] != tris[:, 1]) & (tris[:, 1] != tris[:, 2]) & (tris[:, 0] != tris[:, 2])
 
 
 _MIX = (np.uint64(0x9E3779B97F4A7C15), np.uint64(0xC2B2AE3D27D4EB4F), np.uint64(0x165667B19E3779F9))

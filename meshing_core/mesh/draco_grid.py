@@ -83,10 +83,7 @@ def layer2_grid(
     low = offset - res
     origin = low - np.mod(low, bin_size)
     reach = float(np.max(offset + (shape + 1) * res - origin)) + bin_size
-    while grid_range < reach:
-        bits += 1
-        grid_range = bin_size * (2**bits - 1)
-    return DracoGrid(bits=bits, bin_size=bin_size, range=grid_range, origin=origin)
+    return _widened(bits, bin_size, grid_range, origin, reach)
 
 
 def requantised_grid(
@@ -110,6 +107,13 @@ def requantised_grid(
     shifted = offset - res - float(old_bin)
     origin = shifted - np.mod(shifted, bin_size)
     reach = float(np.max(offset + shape * res + float(old_bin) - origin)) + bin_size
+    return _widened(bits, bin_size, grid_range, origin, reach)
+
+
+def _widened(
+    bits: int, bin_size: float, grid_range: float, origin: np.ndarray, reach: float
+) -> DracoGrid:
+    """The grid with bits added (same bin, same lattice) until its range covers ``reach``."""
     while grid_range < reach:
         bits += 1
         grid_range = bin_size * (2**bits - 1)
@@ -207,19 +211,12 @@ def split_flat(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
     return tris
 
 
-def encode_draco(
-    vertices: np.ndarray, faces: np.ndarray, grid: DracoGrid, *, collapse: bool = True
-) -> bytes | None:
-    """Draco bytes of one mesh quantised on ``grid`` (same input, same bytes).
+def encode_draco(vertices: np.ndarray, faces: np.ndarray, grid: DracoGrid) -> bytes:
+    """Draco bytes of one mesh quantised on ``grid`` (same input, same bytes), triangles as given.
 
-    Triangles that the quantisation flattens are collapsed away first (``collapse_on_grid``):
-    no stored triangle has zero area. None when nothing remains (a speck smaller than a bin).
-    ``collapse=False`` encodes the triangles as given (the seed recipe's plain Draco).
+    Meshing hands it ``collapse_on_grid``'s output, so no stored triangle has zero area; the
+    seed recipe in the bench hands it raw meshes (plain Draco).
     """
-    if collapse:
-        vertices, faces = collapse_on_grid(vertices, faces, grid)
-        if len(faces) == 0:
-            return None
     verts = np.ascontiguousarray(vertices, dtype=np.float32).reshape(-1, 3)
     tris = np.ascontiguousarray(faces, dtype=np.uint32).reshape(-1, 3)
     if len(verts):

@@ -2,8 +2,9 @@
 
 The chunk is read with a one-voxel margin on every side; each marching-cubes cube on a seam is
 meshed, for each object, by the one chunk that owns it (see ``overlap``), so neighbouring
-chunks' meshes meet exactly and an object is closed even where only one side has it. Nodes of one object that touch in the chunk keep identical walls
-(``simplify``), which stitching removes (``merge``). Vertices are in nm at the chunk's world
+chunks' meshes meet exactly and an object is closed even where only one side has it. Nodes of
+one object that touch in the chunk keep identical walls (``simplify``), which stitching removes
+(``merge``). Vertices are in nm at the chunk's world
 offset and are quantised on the chunk's draco grid, aligned to the global grid all chunks share.
 """
 
@@ -128,6 +129,7 @@ def mesh_chunk(
         root = node_roots[label - 1]
         return owned_faces(vertices, faces, geometry.resolution, chunk.roots, root, chunk.box)
 
+    grid = chunk_grid(geometry, coords)
     meshes = simplify.mesh_labels(
         compact,
         geometry.resolution,
@@ -135,9 +137,8 @@ def mesh_chunk(
         float(config.max_error),
         joined=joined_pairs(compact, nodes, chunk.root_of),
         keep=owned,
-        grid=chunk_grid(geometry, coords),
+        grid=grid,
     )
-    grid = chunk_grid(geometry, coords)
     lo, hi, tolerance = layer_grids(graph.meta, geometry, 2).cut_box(2, coords)
     fragments: dict[int, bytes] = {}
     for label in sorted(meshes):
@@ -146,8 +147,6 @@ def mesh_chunk(
             continue
         if closedness is not None:
             closedness.add(edge_defects(vertices, faces, (lo, hi), tolerance, welded=True))
-        data = encode_draco(vertices, faces, grid, collapse=False)
-        if data is not None:
-            fragments[int(nodes[int(label) - 1])] = data
+        fragments[int(nodes[int(label) - 1])] = encode_draco(vertices, faces, grid)
     log.debug("chunk %s: %d nodes, %d fragments", coords, nodes.size, len(fragments))
     return fragments

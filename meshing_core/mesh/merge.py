@@ -21,6 +21,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from meshing_core.mesh.closedness import row_keys, three_corners, weld
+
 
 def concatenate(parts: Sequence[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
     """One vertex and one face array from several meshes (faces re-indexed, 32-bit if they fit)."""
@@ -49,8 +51,6 @@ def drop_walls(
     parts both carry the same way is one piece of surface, not a wall). ``welded``: the
     vertices are already distinct (no weld needed).
     """
-    from meshing_core.mesh.closedness import row_keys, weld
-
     if welded:
         points, tris = vertices, np.asarray(faces).reshape(-1, 3)
     else:
@@ -88,9 +88,7 @@ def drop_walls(
 def drop_degenerate(vertices: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Remove triangles with a repeated vertex and vertices no triangle uses."""
     faces = np.asarray(faces).reshape(-1, 3)
-    keep = (
-        (faces[:, 0] != faces[:, 1]) & (faces[:, 1] != faces[:, 2]) & (faces[:, 0] != faces[:, 2])
-    )
+    keep = three_corners(faces)
     if not keep.all():
         faces = faces[keep]
     del keep

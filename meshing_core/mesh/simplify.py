@@ -30,7 +30,7 @@ import zmesh
 
 from meshing_core.errors import MeshingError
 from meshing_core.mesh import meshopt_ffi
-from meshing_core.mesh.closedness import edge_uses, unique_rows
+from meshing_core.mesh.closedness import edge_uses, three_corners, unique_rows
 from meshing_core.mesh.draco_grid import DracoGrid
 from meshing_core.mesh.verify_error import far_vertices
 
@@ -91,12 +91,7 @@ def mesh_labels(
         vertices = np.ascontiguousarray(raw.vertices, dtype=np.float32)
         faces = np.ascontiguousarray(raw.faces, dtype=np.uint32)
         if keep is not None and len(faces):
-            kept = faces[keep(label, vertices, faces)]
-            used = np.zeros(len(vertices), dtype=bool)
-            used[kept.reshape(-1)] = True
-            index = (np.cumsum(used) - 1).astype(np.uint32)
-            vertices = np.ascontiguousarray(vertices[used])
-            faces = np.ascontiguousarray(index[kept])
+            vertices, faces = _compact(vertices, faces[keep(label, vertices, faces)], np.zeros(3))
         if len(faces):
             lock = _on_array_faces(vertices, planes_hi, tolerance)
             if joined is not None and len(joined):
@@ -222,8 +217,7 @@ def topology_damage(
 def _proper(faces: np.ndarray) -> np.ndarray:
     """Triangles with three distinct corners (the others collapse when stored)."""
     tris = np.asarray(faces, dtype=np.int64).reshape(-1, 3)
-    keep = (tris[:, 0] != tris[:, 1]) & (tris[:, 1] != tris[:, 2]) & (tris[:, 0] != tris[:, 2])
-    return tris[keep]
+    return tris[three_corners(tris)]
 
 
 def _on_joined_walls(

@@ -199,7 +199,7 @@ def stitch_chunk(
                 if len(faces) == 0:  # flattened on this layer's grid: nothing to store
                     continue
                 closedness.add(edge_defects(vertices, faces, (lo, hi), tolerance, welded=True))
-                data = encode_draco(vertices, faces, grid, collapse=False)
+                data = encode_draco(vertices, faces, grid)
                 largest = max(largest, len(faces))
                 writer.add(node, data)
                 written += 1
