@@ -54,11 +54,6 @@ class GraphMeta:
         stop = np.minimum(start + span, offset + np.asarray(self.volume_size, dtype=np.int64))
         return start, stop
 
-    def overlap_layer(self, coords: Sequence[int]) -> int:
-        """Lowest layer whose chunk holds a layer-2 chunk and its +x/+y/+z neighbours."""
-        plus = [int(c) + 1 for c in coords]
-        return min(ids.cross_chunk_layer(coords, plus), self.n_layers)
-
     def chunk_id(self, layer: int, coords: Sequence[int]) -> int:
         return self.codec.chunk_id(layer, *(int(c) for c in coords))
 
