@@ -51,6 +51,7 @@ class Layer2Figures:
     draco_bin_nm: float = 0.0
     peak_rss_mib: float = 0.0
     max_error: float = 0.0
+    igneous: dict = field(default_factory=dict)  # parallel -> bench.igneous_env.measure's figures
 
 
 def chunk_inputs(config, timestamp: float) -> list[ChunkInput]:
@@ -210,7 +211,21 @@ def run(graph_yaml: Path, repeats: int) -> Layer2Figures:
     measure_output(config, inputs, geometry, figures)
     biggest = max(inputs, key=lambda c: int(np.count_nonzero(c.labels)))
     figures.peak_rss_mib = peak_rss(graph_yaml, timestamp, biggest.coords)
+    run_igneous(config, figures)
     return figures
+
+
+def run_igneous(config, figures: Layer2Figures) -> None:
+    """igneous's mesh forge (its own venv, as users run it) on the same watershed volume, chunk
+    size and max error, in one process and on all cores. One run each: a run takes about as
+    long as the seed recipe's three, and the venv's first install counts in make bench."""
+    from bench.igneous_env import measure
+
+    for parallel in sorted({1, figures.workers_all}):
+        figures.igneous[parallel] = measure(
+            config.watershed, config.chunk_size, float(config.max_error), parallel, 1
+        )
+        log.info("igneous parallel=%d: %.2f s", parallel, figures.igneous[parallel]["seconds"])
 
 
 def run_real(workdir: Path) -> Layer2Figures:
@@ -269,4 +284,17 @@ def report(figures: Layer2Figures) -> list[str]:
         f"RATIO l2_max_deviation_nm {figures.max_deviation_nm:.3f}",
         f"RATIO l2_peak_rss_mib {figures.peak_rss_mib:.1f}",
     ]
+    if figures.igneous:
+        one = figures.igneous[1]
+        every = figures.igneous[figures.workers_all]
+        lines += [
+            f"layer2 igneous_install_seconds {one['install_seconds']:.1f} "
+            f"igneous_seconds {one['seconds']:.3f} igneous_all_cores_seconds "
+            f"{every['seconds']:.3f} igneous_fragments {one['fragments']} "
+            f"igneous_bytes {one['bytes']}",
+            f"layer2 igneous_vs_ours_one_process {one['seconds'] / ours:.3f} "
+            f"igneous_vs_ours_all_cores {every['seconds'] / ours_all:.3f}",
+            # the worse of the two, as the issue asks
+            f"RATIO l2_vs_igneous {min(one['seconds'] / ours, every['seconds'] / ours_all):.3f}",
+        ]
     return lines

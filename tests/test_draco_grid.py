@@ -134,3 +134,29 @@ def test_triangles_flattened_by_the_grid_are_collapsed_not_stored() -> None:
     points, tris = np.asarray(ours.points).reshape(-1, 3), np.asarray(ours.faces).reshape(-1, 3)
     assert _edge_uses(points, tris) == (0, 0, 0)
     assert len(tris) < len(faces)
+
+
+def _same_partition(a: np.ndarray, b: np.ndarray) -> bool:
+    """Two id arrays group the same positions together (ids themselves may differ)."""
+    pairs = np.unique(np.stack([a, b], axis=1), axis=0)
+    return len(pairs) == len(np.unique(a)) == len(np.unique(b))
+
+
+def test_stored_ids_group_exactly_the_vertices_draco_stores_as_one_point() -> None:
+    grid = layer2_grid((64, 64, 64), (8, 8, 40), (512, 1024, 2560))
+    rng = np.random.default_rng(7)
+    sets = []
+    for size in (0, 1, 500, 3000):
+        # half-voxel positions (as marching cubes makes them), many a bin's width apart
+        points = grid.origin + rng.integers(0, 200, size=(size, 3)) * np.array([4.0, 4.0, 20.0])
+        points[: size // 3] += grid.bin_size / 2  # exactly on a rounding boundary
+        sets.append(points)
+    ids = grid.stored_ids(sets)
+    assert [len(i) for i in ids] == [len(s) for s in sets]
+    for points, got in zip(sets, ids, strict=True):
+        if len(points) == 0:
+            continue
+        snapped = grid.snap(points)
+        _, expected = np.unique(snapped, axis=0, return_inverse=True)
+        assert _same_partition(got, expected.reshape(-1))
+        assert got.min() == 0 and got.max() == len(np.unique(snapped, axis=0)) - 1

@@ -40,6 +40,46 @@ class DracoGrid:
         out += self.origin
         return out
 
+    def stored_ids(self, vertex_sets: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """Per set of vertices (nm), an id per vertex, equal exactly where Draco stores one point.
+
+        A layer-2 chunk has thousands of small meshes; one sort over all of them replaces a
+        sort per mesh. Ids are dense within a set (not in first-occurrence order).
+        """
+        sizes = [len(v) for v in vertex_sets]
+        if sum(sizes) == 0:
+            return [np.zeros(0, dtype=np.int64) for _ in sizes]
+        bins = np.concatenate([np.asarray(v, dtype=np.float64).reshape(-1, 3) for v in vertex_sets])
+        bins -= self.origin  # the same operations, in the same order, as ``snap``
+        bins /= self.bin_size
+        bins += 0.5
+        np.floor(bins, out=bins)
+        cells = bins.astype(np.int64)
+        del bins
+        cells -= cells.min(axis=0)
+        span = cells.max(axis=0) + 1
+        if len(sizes) * int(np.prod(span, dtype=object)) >= 2**62:  # no room for one key
+            return [_dense_ids(self.snap(v)) for v in vertex_sets]
+        key = np.repeat(np.arange(len(sizes), dtype=np.int64), sizes)
+        for axis in (2, 1, 0):
+            key *= span[axis]
+            key += cells[:, axis]
+        del cells
+        _, inverse = np.unique(key, return_inverse=True)
+        inverse = inverse.reshape(-1)
+        out, start = [], 0
+        for size in sizes:
+            ids = inverse[start : start + size]
+            out.append(ids - ids.min() if size else ids)
+            start += size
+        return out
+
+
+def _dense_ids(points: np.ndarray) -> np.ndarray:
+    from meshing_core.mesh.closedness import unique_rows
+
+    return unique_rows(points)[1].astype(np.int64)
+
 
 def _bits_bin_range(min_range: float, max_bin: float) -> tuple[int, float, float]:
     """Smallest bit count (then bin) whose range covers ``min_range`` plus one spare bin."""

@@ -94,22 +94,32 @@ def owned_faces(
     tris = np.asarray(faces, dtype=np.int64).reshape(-1, 3)
     if len(tris) == 0:
         return np.zeros(0, dtype=bool)
-    grid = np.asarray(vertices, dtype=np.float64)[tris].mean(axis=1) / np.asarray(resolution)
-    cube = np.floor(grid).astype(np.int64)
     low = np.asarray(box.low, dtype=np.int64)
     high = low + np.asarray(box.inner, dtype=np.int64)  # own voxels: [low, high)
+    # A triangle's cube is the lowest voxel-grid floor of its corners (they lie on the cube's
+    # edges); when every corner's floor is inside the chunk's interior cubes, so is the cube:
+    # a per-vertex test settles most triangles without touching their corners' coordinates.
+    points = np.asarray(vertices, dtype=np.float64) / np.asarray(resolution)
+    floors = np.floor(points).astype(np.int64)
+    inner = np.all((floors >= low + 1) & (floors + 1 < high), axis=1)
     keep = np.ones(len(tris), dtype=bool)
-    edge = np.flatnonzero(~np.all((cube >= low + 1) & (cube + 1 < high), axis=1))
+    edge = np.flatnonzero(~inner[tris].all(axis=1))
     if len(edge) == 0:
         return keep
-    keep[edge] = _owns(cube[edge], roots, root, low, high)
+    grid = points[tris[edge]].mean(axis=1)
+    cube = np.floor(grid).astype(np.int64)
+    inside = np.all((cube >= low + 1) & (cube + 1 < high), axis=1)
+    edge, grid, cube = edge[~inside], grid[~inside], cube[~inside]
+    if len(edge) == 0:
+        return keep
+    keep[edge] = _owns(cube, roots, root, low, high)
     # A triangle lying in a cube face belongs to the cube on either side of it: kept when
     # either is owned (the stitcher keeps one copy of a triangle two chunks both made).
-    on_face = np.abs(grid[edge] - np.round(grid[edge])) < 1e-6
+    on_face = np.abs(grid - np.round(grid)) < 1e-6
     for axis in range(3):
         pick = np.flatnonzero(on_face[:, axis])
         if len(pick):
-            other = cube[edge][pick].copy()
+            other = cube[pick].copy()
             other[:, axis] -= 1
             keep[edge[pick]] |= _owns(other, roots, root, low, high)
     return keep

@@ -30,7 +30,7 @@ import zmesh
 
 from meshing_core.errors import MeshingError
 from meshing_core.mesh import meshopt_ffi
-from meshing_core.mesh.closedness import edge_uses, three_corners, unique_rows
+from meshing_core.mesh.closedness import edge_uses, three_corners
 from meshing_core.mesh.draco_grid import DracoGrid
 from meshing_core.mesh.verify_error import far_vertices
 
@@ -100,7 +100,7 @@ def mesh_labels(
     del mesher
     welded = None
     if grid is not None:
-        welded = [unique_rows(grid.snap(v.astype(np.float64) + offset))[1] for _, v, _, _ in found]
+        welded = grid.stored_ids([v.astype(np.float64) + offset for _, v, _, _ in found])
     kept = simplify_bounded(
         [(v, f, lock) for _, v, f, lock in found], max_error, target_fraction, welded
     )
@@ -194,12 +194,13 @@ def topology_damage(
     rims = edges[counts == 1]
     if len(damaged) or len(rims):
         raw_edges, raw_counts = edge_uses(_proper(ids[raw_faces]))
+        width = np.int64(int(ids.max()) + 1)  # an edge (a < b) as one key a * width + b
         if len(damaged):
-            before = {tuple(e) for e in raw_edges[raw_counts > 2].tolist()}
-            damaged = damaged[[tuple(e) not in before for e in damaged.tolist()]]
+            before = raw_edges[raw_counts > 2]
+            damaged = damaged[~np.isin(damaged @ [width, 1], before @ [width, 1])]
         if len(rims):
-            before = {tuple(e) for e in raw_edges[raw_counts == 1].tolist()}
-            rims = rims[[tuple(e) not in before for e in rims.tolist()]]
+            before = raw_edges[raw_counts == 1]
+            rims = rims[~np.isin(rims @ [width, 1], before @ [width, 1])]
         damaged = np.concatenate([damaged.reshape(-1, 2), rims.reshape(-1, 2)])
     if len(damaged) == 0:
         return np.zeros(0, dtype=np.int64)
