@@ -14,7 +14,7 @@ by the tests that compare every object with a raw marching cubes of its voxels.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -43,7 +43,9 @@ def weld(vertices: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray, np.ndarra
         return points[:0], np.zeros((0, 3), dtype=np.int64)
     unique, inverse = unique_rows(points)
     tris = inverse[tris]  # int32 / int64 as the vertex count needs
-    return unique, tris[three_corners(tris)]
+    del inverse
+    proper = three_corners(tris)
+    return unique, tris if proper.all() else tris[proper]
 
 
 def three_corners(tris: np.ndarray) -> np.ndarray:
@@ -51,17 +53,38 @@ def three_corners(tris: np.ndarray) -> np.ndarray:
     return (tris[:, 0] != tris[:, 1]) & (tris[:, 1] != tris[:, 2]) & (tris[:, 0] != tris[:, 2])
 
 
-_MIX = (np.uint64(0x9E3779B97F4A7C15), np.uint64(0xC2B2AE3D27D4EB4F), np.uint64(0x165667B19E3779F9))
+_SEED = np.uint64(0x9E3779B97F4A7C15)
+_FMIX = (np.uint64(0xFF51AFD7ED558CCD), np.uint64(0xC4CEB9FE1A85EC53))
+_SHIFT = np.uint64(33)
 
 
-def row_keys(columns: list[np.ndarray]) -> np.ndarray:
-    """One 64-bit hash per row of three integer (or float bit-pattern) columns."""
-    key = columns[0].astype(np.uint64, copy=True)
-    key *= _MIX[0]
-    for column, mix in zip(columns[1:], _MIX[1:], strict=True):
-        part = column.astype(np.uint64, copy=True)
-        part *= mix
-        key ^= part
+def _fmix(key: np.ndarray, scratch: np.ndarray) -> None:
+    """MurmurHash3's 64-bit finaliser, in place: every input bit moves every output bit.
+
+    Needed because the rows hashed are float bit patterns and small ids, whose low bits are
+    mostly zero: a plain multiply-and-xor leaves too few bits varying (collisions, then the
+    slow fallback, on every large mesh)."""
+    for mix in (*_FMIX, None):
+        np.right_shift(key, _SHIFT, out=scratch)
+        key ^= scratch
+        if mix is not None:
+            key *= mix
+
+
+def row_keys(columns: Iterable[np.ndarray]) -> np.ndarray:
+    """One 64-bit hash per row of three integer (or float bit-pattern) columns.
+
+    ``columns`` may be a generator: one column is alive at a time.
+    """
+    key = scratch = None
+    for column in columns:
+        if key is None:
+            key = column.astype(np.uint64, copy=True)
+            key ^= _SEED
+            scratch = np.empty_like(key)
+        else:
+            key ^= column.astype(np.uint64, copy=False)
+        _fmix(key, scratch)
     return key
 
 
@@ -73,24 +96,44 @@ def unique_rows(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     instead (a 1-d sort), and a collision, however unlikely, is detected and falls back.
     """
     data = np.ascontiguousarray(rows)
-    if data.dtype.kind == "f":
-        data = data + 0.0  # -0.0 and 0.0 are one point (a copy: the bits are hashed below)
-        bits = data.view(np.uint64 if data.dtype.itemsize == 8 else np.uint32)
+    if data.dtype.kind == "f":  # hash the bits, -0.0 and 0.0 as one point (a column at a time)
+        view = np.uint64 if data.dtype.itemsize == 8 else np.uint32
+        key = row_keys((data[:, axis] + 0.0).view(view) for axis in range(3))
     else:
-        bits = data
-    key = row_keys([bits[:, 0], bits[:, 1], bits[:, 2]])
-    _, first, inverse = np.unique(key, return_index=True, return_inverse=True)
-    del key
+        key = row_keys([data[:, 0], data[:, 1], data[:, 2]])
     index_type = np.int32 if len(data) < 2**31 else np.int64
-    inverse = inverse.reshape(-1).astype(index_type)
+    first, inverse = _first_and_inverse(key, index_type)
+    del key
     for axis in range(3):  # a hash collision: the slow, sure way
         if not np.array_equal(data[first[inverse], axis], data[:, axis]):
             unique, inverse = np.unique(data, axis=0, return_inverse=True)
             return unique, inverse.reshape(-1).astype(index_type)
-    order = np.argsort(first, kind="stable")  # first-occurrence order, independent of hashing
+    order = np.argsort(first)  # first-occurrence order (distinct values), independent of hashing
     rank = np.empty(len(order), dtype=index_type)
     rank[order] = np.arange(len(order), dtype=index_type)
     return data[first[order]], rank[inverse]
+
+
+def _first_and_inverse(key: np.ndarray, index_type: type) -> tuple[np.ndarray, np.ndarray]:
+    """Each distinct key's first position, and each position's distinct key (in key order).
+
+    ``np.unique(return_index=True)`` sorts stably (mergesort), several times slower than the
+    introsort used here; the first position of each run is found with a minimum instead.
+    """
+    if len(key) == 0:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=index_type)
+    order = np.argsort(key)
+    ordered = key[order]
+    starts = np.empty(len(ordered), dtype=bool)
+    starts[0] = True
+    np.not_equal(ordered[1:], ordered[:-1], out=starts[1:])
+    del ordered
+    first = np.minimum.reduceat(order, np.flatnonzero(starts))
+    group = np.cumsum(starts, dtype=index_type)
+    group -= 1
+    inverse = np.empty(len(key), dtype=index_type)
+    inverse[order] = group
+    return first, inverse
 
 
 def edge_uses(faces: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

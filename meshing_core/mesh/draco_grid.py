@@ -29,9 +29,15 @@ class DracoGrid:
     range: float
     origin: np.ndarray
 
-    def snap(self, vertices: np.ndarray) -> np.ndarray:
-        """Vertices moved to their nearest grid point, as Draco's encoder rounds them."""
-        out = np.array(vertices, dtype=np.float64)  # one copy, then in place
+    def snap(self, vertices: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        """Vertices moved to their nearest grid point, as Draco's encoder rounds them.
+
+        ``out``: a float64 array to write into (``vertices`` itself to snap in place).
+        """
+        if out is None:
+            out = np.array(vertices, dtype=np.float64)  # one copy, then in place
+        elif out is not vertices:
+            out[...] = vertices
         out -= self.origin
         out /= self.bin_size
         out += 0.5
@@ -161,7 +167,12 @@ def _widened(
 
 
 def collapse_on_grid(
-    vertices: np.ndarray, faces: np.ndarray, grid: DracoGrid, *, walls: bool = False
+    vertices: np.ndarray,
+    faces: np.ndarray,
+    grid: DracoGrid,
+    *,
+    walls: bool = False,
+    overwrite: bool = False,
 ) -> tuple[np.ndarray, np.ndarray]:
     """The mesh as the grid stores it, without the triangles quantisation would flatten.
 
@@ -172,17 +183,19 @@ def collapse_on_grid(
     Snapping can also put three corners on one line: such a triangle is removed by splitting
     its long edge at the middle corner (``split_flat``). With ``walls``, triangles present with
     both windings go too (``merge.drop_walls``: where stitched children touch). Positions are
-    the snapped ones Draco would store anyway; the vertices come out distinct.
+    the snapped ones Draco would store anyway; the vertices come out distinct. ``overwrite``:
+    float64 ``vertices`` may be snapped in place (a stitch's largest array, not copied).
     """
     from meshing_core.mesh.closedness import weld
     from meshing_core.mesh.merge import drop_walls
 
-    snapped = grid.snap(np.asarray(vertices, dtype=np.float64).reshape(-1, 3))
+    snapped = np.asarray(vertices, dtype=np.float64).reshape(-1, 3)
+    snapped = grid.snap(snapped, out=snapped if overwrite else None)
     points, tris = weld(snapped, faces)
     del snapped
     if walls:
         points, tris = drop_walls(points, tris, welded=True)
-    return points, split_flat(points, np.asarray(tris, dtype=np.int64)).astype(np.uint32)
+    return points, split_flat(points, tris).astype(np.uint32, copy=False)
 
 
 #: Rounds of ``split_flat`` (a split can leave a neighbour flat in turn; chains are short).
@@ -218,7 +231,6 @@ def split_flat(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
         flat = _flat_triangles(vertices, tris)
         if len(flat) == 0:
             break
-        tris = tris.astype(np.int64)
         # directed edges of the triangles that touch a flat one (the neighbours looked up)
         near = np.flatnonzero(np.isin(tris, np.unique(tris[flat])).any(axis=1))
         owner: dict[tuple[int, int], int] = {}
@@ -247,7 +259,7 @@ def split_flat(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
             added += [[c, b, d], [b, a, d]]  # (c, a, d) split at b, its orientation kept
         keep = np.ones(len(tris), dtype=bool)
         keep[np.fromiter(drop, dtype=np.int64, count=len(drop))] = False
-        tris = np.concatenate([tris[keep], np.asarray(added, dtype=np.int64).reshape(-1, 3)])
+        tris = np.concatenate([tris[keep], np.asarray(added, dtype=tris.dtype).reshape(-1, 3)])
     return tris
 
 

@@ -17,7 +17,7 @@ triangle present with both windings, leaving the object's outer surface.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 
@@ -57,18 +57,17 @@ def drop_walls(
         points, tris = weld(vertices, faces)
     if len(tris) == 0:
         return points, tris.astype(np.uint32)
-    low = tris.min(axis=1)
-    high = tris.max(axis=1)
-    middle = tris.sum(axis=1, dtype=np.int64) - low - high
-    key = row_keys([low, middle, high])
+    key = row_keys(_sorted_corners(tris))
     ordered = np.sort(key)
-    repeated = ordered[1:][ordered[1:] == ordered[:-1]]
+    repeated = np.unique(ordered[1:][ordered[1:] == ordered[:-1]])
     del ordered
     if len(repeated) == 0:  # no triangle twice (the usual case): nothing to cancel
         return drop_degenerate(points, tris)
     # only the few triangles whose key repeats are looked at closely
-    suspects = np.flatnonzero(np.isin(key, repeated))
-    corners = np.stack([low[suspects], middle[suspects], high[suspects]], axis=1)
+    at = np.minimum(np.searchsorted(repeated, key), len(repeated) - 1)
+    suspects = np.flatnonzero(repeated[at] == key)
+    del key, at
+    corners = np.stack(list(_sorted_corners(tris[suspects])), axis=1)
     first_corner = np.argmin(tris[suspects], axis=1)
     after = tris[suspects, (first_corner + 1) % 3]  # the corner following the smallest one
     winding = np.where(after == corners[:, 1], 1, -1)
@@ -83,6 +82,17 @@ def drop_walls(
     keep[suspects] = False
     keep[suspects[chosen[chosen >= 0]]] = True
     return drop_degenerate(points, tris[keep])
+
+
+def _sorted_corners(tris: np.ndarray) -> Iterator[np.ndarray]:
+    """A triangle's corners, smallest first, as three columns made one at a time."""
+    yield tris.min(axis=1)
+    middle = tris.sum(axis=1, dtype=np.int64)
+    middle -= tris.min(axis=1)
+    middle -= tris.max(axis=1)
+    yield middle
+    del middle
+    yield tris.max(axis=1)
 
 
 def drop_degenerate(vertices: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

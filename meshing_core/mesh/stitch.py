@@ -193,13 +193,18 @@ def stitch_chunk(
                     )  # fmt: skip
                     continue
                 vertices, faces = mesh
+                del mesh  # the largest node's arrays: none held longer than needed
                 if len(faces) == 0:
                     continue
-                vertices, faces = collapse_on_grid(vertices, faces, grid, walls=True)
+                vertices, faces = collapse_on_grid(
+                    vertices, faces, grid, walls=True, overwrite=True
+                )
                 if len(faces) == 0:  # flattened on this layer's grid: nothing to store
                     continue
                 closedness.add(edge_defects(vertices, faces, (lo, hi), tolerance, welded=True))
+                vertices = vertices.astype(np.float32)  # what draco takes (grid points: exact)
                 data = encode_draco(vertices, faces, grid)
+                del vertices
                 largest = max(largest, len(faces))
                 writer.add(node, data)
                 written += 1
