@@ -121,3 +121,28 @@ def test_stored_fragments_have_no_zero_area_triangle_and_stay_closed(gala_dir):
         after = edge_defects(stored, tris, box, grid.bin_size)
         assert after.open <= before.open and after.nonmanifold <= before.nonmanifold, label
     assert flat_before > 0  # the case occurs on this block
+
+
+def test_grid_points_hash_without_collisions_so_welding_never_takes_the_slow_path(monkeypatch):
+    """Grid points (integers times a bin, as float64 bit patterns) vary in few bits; the row
+    hash must still separate them, or every large mesh falls back to np.unique(axis=0)."""
+    import meshing_core.mesh.closedness as closedness
+
+    real_unique = np.unique
+
+    def no_row_unique(*args, **kwargs):
+        assert kwargs.get("axis") is None, "unique_rows fell back: the row hash collided"
+        return real_unique(*args, **kwargs)
+
+    monkeypatch.setattr(closedness.np, "unique", no_row_unique)
+    rng = np.random.default_rng(3)
+    points = rng.integers(0, 4000, size=(600_000, 3)) * 3.0 - 6000.0
+    points = np.concatenate([points, points[::7], -0.0 * points[:5]])
+    unique, inverse = closedness.unique_rows(points)
+    assert np.array_equal(unique[inverse], points + 0.0)
+    assert len(unique) == len(real_unique(points + 0.0, axis=0))
+    ids = np.arange(len(points)) % 1000  # small integer ids, as triangle corners are
+    keys = closedness.row_keys([ids, ids // 10, ids % 7])
+    assert len(real_unique(keys)) == len(
+        real_unique(np.stack([ids, ids // 10, ids % 7], 1), axis=0)
+    )
