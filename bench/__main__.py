@@ -54,7 +54,7 @@ def _layer2(args: argparse.Namespace) -> None:
 def _stitch(args: argparse.Namespace) -> None:
     for line in stitch.report(*stitch.run()):
         print(line, flush=True)
-    for line in stitch.report_dense(*stitch.run(stitch.DENSE, "stitch_dense")):
+    for line in stitch.report_dense(*stitch.run(stitch.DENSE, stitch.DENSE_NAME)):
         print(line, flush=True)
 
 
