@@ -202,7 +202,7 @@ def collapse_on_grid(
 MAX_FLAT_ROUNDS = 8
 
 
-_BLOCK = 1 << 18  # triangles per block when looking for flat ones (bounded memory)
+_BLOCK = 1 << 16  # triangles per block when looking for flat ones (bounded memory)
 
 
 def _flat_triangles(vertices: np.ndarray, tris: np.ndarray) -> np.ndarray:
@@ -232,7 +232,10 @@ def split_flat(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
         if len(flat) == 0:
             break
         # directed edges of the triangles that touch a flat one (the neighbours looked up)
-        near = np.flatnonzero(np.isin(tris, np.unique(tris[flat])).any(axis=1))
+        touched = np.zeros(len(vertices), dtype=bool)
+        touched[tris[flat].reshape(-1)] = True
+        near = np.flatnonzero(touched[tris].any(axis=1))
+        del touched
         owner: dict[tuple[int, int], int] = {}
         for index, (a, b, c) in zip(near.tolist(), tris[near].tolist(), strict=True):
             owner[(a, b)] = owner[(b, c)] = owner[(c, a)] = index

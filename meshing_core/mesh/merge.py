@@ -57,16 +57,18 @@ def drop_walls(
         points, tris = weld(vertices, faces)
     if len(tris) == 0:
         return points, tris.astype(np.uint32)
-    key = row_keys(_sorted_corners(tris))
+    key = _triangle_keys(tris)
     ordered = np.sort(key)
     repeated = np.unique(ordered[1:][ordered[1:] == ordered[:-1]])
     del ordered
     if len(repeated) == 0:  # no triangle twice (the usual case): nothing to cancel
         return drop_degenerate(points, tris)
-    # only the few triangles whose key repeats are looked at closely
-    at = np.minimum(np.searchsorted(repeated, key), len(repeated) - 1)
-    suspects = np.flatnonzero(repeated[at] == key)
-    del key, at
+    # only the few triangles whose key repeats are looked at closely (found block by block)
+    suspects = np.concatenate(
+        [np.flatnonzero(_among(key[start : start + _BLOCK], repeated)) + start
+         for start in range(0, len(key), _BLOCK)]
+    )  # fmt: skip
+    del key
     corners = np.stack(list(_sorted_corners(tris[suspects])), axis=1)
     first_corner = np.argmin(tris[suspects], axis=1)
     after = tris[suspects, (first_corner + 1) % 3]  # the corner following the smallest one
@@ -82,6 +84,31 @@ def drop_walls(
     keep[suspects] = False
     keep[suspects[chosen[chosen >= 0]]] = True
     return drop_degenerate(points, tris[keep])
+
+
+_BLOCK = 1 << 18  # triangles per block when looking up repeated keys (bounded memory)
+
+
+def _among(keys: np.ndarray, table: np.ndarray) -> np.ndarray:
+    """Which ``keys`` are in the sorted, non-empty ``table``."""
+    at = np.searchsorted(table, keys)
+    np.minimum(at, len(table) - 1, out=at)
+    return table[at] == keys
+
+
+def _triangle_keys(tris: np.ndarray) -> np.ndarray:
+    """One 64-bit key per triangle, equal for triangles on the same three points.
+
+    Corner ids below 2**21 are packed exactly (smallest << 42 | middle << 21 | largest, built in
+    place: the memory of one key column); larger meshes hash the sorted corners."""
+    if len(tris) == 0 or int(tris.max()) >= 1 << 21:
+        return row_keys(_sorted_corners(tris))
+    corners = _sorted_corners(tris)
+    key = next(corners).astype(np.uint64)
+    for column in corners:
+        key <<= np.uint64(21)
+        key |= column.astype(np.uint64, copy=False)
+    return key
 
 
 def _sorted_corners(tris: np.ndarray) -> Iterator[np.ndarray]:
@@ -106,5 +133,6 @@ def drop_degenerate(vertices: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray
     used[faces.reshape(-1)] = True
     if used.all():
         return vertices, faces.astype(np.uint32, copy=False)
-    index = np.cumsum(used, dtype=np.int64) - 1
-    return vertices[used], index.astype(np.uint32)[faces]
+    index = np.cumsum(used, dtype=np.uint32 if len(vertices) < 2**32 else np.int64)
+    index -= 1  # used vertices only are looked up: no wrap-around
+    return vertices[used], index[faces]

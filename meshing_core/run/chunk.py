@@ -26,6 +26,7 @@ from meshing_core.config import GraphConfig
 from meshing_core.errors import MeshingError
 from meshing_core.graph import open_graph
 from meshing_core.run import checks
+from meshing_core.run.memory import unmap_large_arrays
 from meshing_core.run.records import RecordStore
 from meshing_core.store import files, layout
 
@@ -204,6 +205,8 @@ def run_chunk(
     a failure record means failed for good.
     """
     coords = tuple(int(c) for c in coords)  # type: ignore[assignment]
+    if context.layer >= 3:
+        unmap_large_arrays()  # a node mesh's stages free tens of MiB each: give them back
     try:
         outcome: ChunkResult | ChunkFailure = _publish(context, coords)
     except Exception as exc:  # recorded, then re-raised by the executor once the others are done
