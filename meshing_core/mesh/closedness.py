@@ -102,7 +102,7 @@ def unique_rows(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     else:
         key = row_keys([data[:, 0], data[:, 1], data[:, 2]])
     index_type = np.int32 if len(data) < 2**31 else np.int64
-    first, inverse = _first_and_inverse(key, index_type)
+    first, inverse = first_and_inverse(key, index_type)
     del key
     for axis in range(3):  # a hash collision: the slow, sure way
         if not np.array_equal(data[first[inverse], axis], data[:, axis]):
@@ -114,7 +114,9 @@ def unique_rows(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return data[first[order]], rank[inverse]
 
 
-def _first_and_inverse(key: np.ndarray, index_type: type) -> tuple[np.ndarray, np.ndarray]:
+def first_and_inverse(
+    key: np.ndarray, index_type: type = np.int64
+) -> tuple[np.ndarray, np.ndarray]:
     """Each distinct key's first position, and each position's distinct key (in key order).
 
     ``np.unique(return_index=True)`` sorts stably (mergesort), several times slower than the

@@ -20,6 +20,8 @@ from collections.abc import Sequence
 import igl
 import numpy as np
 
+from meshing_core.mesh.closedness import first_and_inverse
+
 #: Cube edge, as a fraction of max_error: the Lipschitz slack is at most sqrt(3) times this.
 CELL_FRACTION = 1.0
 #: Margin (relative) below max_error for certification; the rest goes to an exact query.
@@ -73,7 +75,9 @@ def far_vertices(
     for axis in range(3):
         column = np.floor(points[:, axis] / cell).astype(np.int64)
         key = key * (int(column.max()) + 1) + column
-    cubes, first, inverse = np.unique(key[removed], return_index=True, return_inverse=True)
+    cubes = key[removed]
+    first, inverse = first_and_inverse(cubes)
+    cubes = cubes[first]
     reps = removed[first]
     sqr, tri = batch.squared_distances(reps)
 
@@ -91,7 +95,9 @@ def far_vertices(
     # 3) a kept vertex of the same cube.
     kept_idx = np.flatnonzero(kept)
     if len(todo) and len(kept_idx):
-        kept_cubes, kept_first = np.unique(key[kept_idx], return_index=True)
+        kept_cubes = key[kept_idx]
+        kept_first = first_and_inverse(kept_cubes)[0]
+        kept_cubes = kept_cubes[kept_first]
         mine = cubes[inverse[todo]]
         where = np.minimum(np.searchsorted(kept_cubes, mine), len(kept_cubes) - 1)
         has = kept_cubes[where] == mine
