@@ -137,6 +137,7 @@ def simplify_bounded(
         locks.append(lock)
     target = float(max_error) * float(target_fraction)
     pending = [i for i, (_, faces, _) in enumerate(meshes) if len(faces)]
+    raw_uses: dict[int, dict] = {}  # per mesh, its raw edge counts once computed (rounds reuse)
     for round_ in range(MAX_REPAIR_ROUNDS):
         if not pending:
             break
@@ -148,8 +149,9 @@ def simplify_bounded(
         for i, bad in zip(pending, far, strict=True):
             vertices, faces, _ = meshes[i]
             folded = topology_damage(
-                vertices, faces, trial[i], locks[i], None if welded is None else welded[i]
-            )
+                vertices, faces, trial[i], locks[i], None if welded is None else welded[i],
+                raw_uses=raw_uses.setdefault(i, {}),
+            )  # fmt: skip
             if len(bad) == 0 and len(folded) == 0:
                 results[i] = trial[i]
                 continue
@@ -177,6 +179,8 @@ def topology_damage(
     faces: np.ndarray,
     locked: np.ndarray,
     welded: np.ndarray | None = None,
+    *,
+    raw_uses: dict | None = None,
 ) -> np.ndarray:
     """Raw vertices to lock where simplification made edges non-manifold or opened new rims.
 
@@ -186,21 +190,26 @@ def topology_damage(
     gives each vertex its stored point). Only damage the raw mesh, stored the same way, does
     not have counts. The raw neighbours of each damaged edge's ends are returned, grown ring by
     ring past what ``locked`` already holds, so the collapses that caused it cannot happen
-    again and repair converges.
+    again and repair converges. ``raw_uses``: a dict kept by the caller per raw mesh, where the
+    raw mesh's rims and non-manifold edges are kept once found (repair rounds judge the same
+    raw mesh).
     """
     ids = np.arange(len(vertices)) if welded is None else np.asarray(welded, dtype=np.int64)
     edges, counts = edge_uses(_proper(ids[faces]))
     damaged = edges[counts > 2]
     rims = edges[counts == 1]
     if len(damaged) or len(rims):
-        raw_edges, raw_counts = edge_uses(_proper(ids[raw_faces]))
         width = np.int64(int(ids.max()) + 1)  # an edge (a < b) as one key a * width + b
+        cache = {} if raw_uses is None else raw_uses
+        if "rims" not in cache:  # the raw mesh's own rims and non-manifold edges (few)
+            raw_edges, raw_counts = edge_uses(_proper(ids[raw_faces]))
+            cache["rims"] = raw_edges[raw_counts == 1] @ [width, 1]
+            cache["nonmanifold"] = raw_edges[raw_counts > 2] @ [width, 1]
+            del raw_edges, raw_counts
         if len(damaged):
-            before = raw_edges[raw_counts > 2]
-            damaged = damaged[~np.isin(damaged @ [width, 1], before @ [width, 1])]
+            damaged = damaged[~np.isin(damaged @ [width, 1], cache["nonmanifold"])]
         if len(rims):
-            before = raw_edges[raw_counts == 1]
-            rims = rims[~np.isin(rims @ [width, 1], before @ [width, 1])]
+            rims = rims[~np.isin(rims @ [width, 1], cache["rims"])]
         damaged = np.concatenate([damaged.reshape(-1, 2), rims.reshape(-1, 2)])
     if len(damaged) == 0:
         return np.zeros(0, dtype=np.int64)
