@@ -71,8 +71,10 @@ def touching_pairs(labels: np.ndarray) -> np.ndarray:
     found = []
     for axis in range(3):
         a = np.moveaxis(labels, axis, 0)
-        left, right = a[:-1].ravel(), a[1:].ravel()
-        differ = (left != right) & (left != 0) & (right != 0)
+        left, right = a[:-1], a[1:]  # views: no copy of the chunk per axis
+        differ = left != right
+        differ &= left != 0
+        differ &= right != 0
         if differ.any():
             low = np.minimum(left[differ], right[differ]).astype(np.uint64)
             high = np.maximum(left[differ], right[differ]).astype(np.uint64)
