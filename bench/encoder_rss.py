@@ -16,8 +16,7 @@ def main(argv: list[str]) -> None:
     import DracoPy
     import numpy as np
 
-    from bench.rss import peak_rss_mib
-    from bench.stitch_worker import current_rss_mib
+    from bench.rss import current_rss_mib, peak_rss_mib
     from meshing_core.config import load_config
     from meshing_core.graph import open_graph
     from meshing_core.mesh.draco_grid import encode_draco

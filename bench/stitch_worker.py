@@ -11,15 +11,6 @@ any stitcher pays). Re-stitching rewrites the same bytes.
 from __future__ import annotations
 
 import sys
-from pathlib import Path
-
-
-def current_rss_mib() -> float:
-    """Resident size now (``VmRSS``), the baseline a task's peak is measured from."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
 
 
 def main(argv: list[str]) -> None:
@@ -27,7 +18,7 @@ def main(argv: list[str]) -> None:
 
     import meshing_core.mesh.fragments as fragments
     import meshing_core.mesh.stitch as stitch
-    from bench.rss import peak_rss_mib
+    from bench.rss import current_rss_mib, peak_rss_mib
     from meshing_core.config import load_config
     from meshing_core.run.chunk import ChunkFailure, prepare_context, run_chunk
 

@@ -76,9 +76,8 @@ def touching_pairs(labels: np.ndarray) -> np.ndarray:
         differ &= left != 0
         differ &= right != 0
         if differ.any():
-            low = np.minimum(left[differ], right[differ]).astype(np.uint64)
-            high = np.maximum(left[differ], right[differ]).astype(np.uint64)
-            found.append(np.unique(low * width + high))  # one 1-d key per pair
+            a, b = left[differ].astype(np.uint64), right[differ].astype(np.uint64)
+            found.append(np.unique(np.minimum(a, b) * width + np.maximum(a, b)))  # 1-d keys
     if not found:
         return np.zeros((0, 2), dtype=labels.dtype)
     keys = np.unique(np.concatenate(found))

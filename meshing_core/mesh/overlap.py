@@ -100,15 +100,18 @@ def owned_faces(
     # edges); when every corner's floor is inside the chunk's interior cubes, so is the cube:
     # a per-vertex test settles most triangles without touching their corners' coordinates.
     points = np.asarray(vertices, dtype=np.float64) / np.asarray(resolution)
-    floors = np.floor(points).astype(np.int64)
-    inner = np.all((floors >= low + 1) & (floors + 1 < high), axis=1)
+
+    def interior(cells: np.ndarray) -> np.ndarray:  # cubes owned, with their lower neighbours
+        return np.all((cells >= low + 1) & (cells + 1 < high), axis=1)
+
+    inner = interior(np.floor(points).astype(np.int64))
     keep = np.ones(len(tris), dtype=bool)
     edge = np.flatnonzero(~inner[tris].all(axis=1))
     if len(edge) == 0:
         return keep
     grid = points[tris[edge]].mean(axis=1)
     cube = np.floor(grid).astype(np.int64)
-    inside = np.all((cube >= low + 1) & (cube + 1 < high), axis=1)
+    inside = interior(cube)
     edge, grid, cube = edge[~inside], grid[~inside], cube[~inside]
     if len(edge) == 0:
         return keep
