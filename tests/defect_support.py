@@ -67,7 +67,7 @@ def object_defects(config: GraphConfig, timestamp: float, max_layer: int) -> lis
         chunk_nm = geometry.block_shape * res
         tolerance = grid / 2 + 1e-3  # the volume's faces, after the draco grid
         band = float(res.max()) + grid / 2  # seams: the cubes around a chunk plane
-        shards = export._Shards(config, meta.codec, export.read_mesh_info(config))
+        shards = export.MeshShards(config.mesh_cloudpath, meta.codec, export.read_mesh_info(config))
         supervoxels = np.asarray(CloudVolume(config.watershed, progress=False)[:, :, :])[..., 0]
         present = np.unique(supervoxels[supervoxels != 0])
         l2 = graph.l2_ids(present, timestamp)

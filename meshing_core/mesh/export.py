@@ -53,7 +53,7 @@ class ExportReport:
 
 
 # -- inputs ---------------------------------------------------------------------------------
-def _default_timestamp(custom: dict[str, Any]) -> float:
+def meshing_timestamp(custom: dict[str, Any]) -> float:
     """The meshing timestamp of the last finished run (what the shards show), else now."""
     stored = (custom.get("mesh") or {}).get("initial_ts")
     if stored is not None:
@@ -126,84 +126,103 @@ def supervoxel_at(config: GraphConfig, point: Sequence[int]) -> int:
 
 def _check_node(graph: Any, node: int, timestamp: float) -> None:
     """The node must exist and be alive at ``timestamp``; one-line error otherwise."""
+    from meshing_core.graph.nodes import NodeState, node_state
+
     meta = graph.meta
-    layer = ids.layer_of(node)
-    when = format_timestamp(timestamp)
-    if layer == 1:
+    if ids.layer_of(node) == 1:
         raise ExportError(
             f"node {node} is a supervoxel (layer 1): pass --point at one of its voxels instead"
         )
-    unknown = ExportError(
-        f"unknown node {node}: it is not a node of graph {meta.graph_id} "
-        f"(layers 2..{meta.n_layers}); pass a node id or use --point"
-    )
-    if not 2 <= layer <= meta.n_layers:
-        raise unknown
-    coords = ids.chunk_coords(meta.codec, node)
-    bounds = meta.layer_chunk_bounds(layer)
-    if any(c >= b for c, b in zip(coords, bounds, strict=True)):
-        raise unknown
-    alive = graph.chunk_nodes(layer, coords, timestamp)
-    if np.any(alive == np.uint64(node)):
-        return
-    if len(graph.children([node]).get(node, [])) == 0:
-        raise unknown
-    raise ExportError(
-        f"node {node} is not alive at {when} (edits replaced it): pass a --timestamp at which "
-        "it exists, or use --point to export the object there"
-    )
+    state = node_state(graph, node, timestamp)
+    if state is NodeState.UNKNOWN:
+        raise ExportError(
+            f"unknown node {node}: it is not a node of graph {meta.graph_id} "
+            f"(layers 2..{meta.n_layers}); pass a node id or use --point"
+        )
+    if state is NodeState.SUPERSEDED:
+        raise ExportError(
+            f"node {node} is not alive at {format_timestamp(timestamp)} (edits replaced it): "
+            "pass a --timestamp at which it exists, or use --point to export the object there"
+        )
 
 
 # -- assembly -------------------------------------------------------------------------------
-class _Shards:
-    """One ranged reader per chunk shard, made on first use (indices cached inside)."""
+@dataclass(frozen=True)
+class FragmentLocation:
+    """Where one node's fragment lies: its chunk's shard (relative to the mesh dir) and bytes."""
 
-    def __init__(self, config: GraphConfig, codec: ids.IdCodec, info: dict[str, Any]):
-        self.config = config
+    node: int
+    shard: str  # initial/<layer>/<chunk position number>-0.shard
+    offset: int  # absolute byte offset in the shard file
+    size: int
+
+
+class MeshShards:
+    """Fragment lookups in the chunk shards of a mesh dir; one ranged reader per shard.
+
+    ``readers`` may be shared between instances (a server keeps one bounded cache for all
+    requests); by default each instance has its own.
+    """
+
+    def __init__(
+        self,
+        mesh_cloudpath: str,
+        codec: ids.IdCodec,
+        info: dict[str, Any],
+        readers: Any = None,
+    ):
+        self.mesh_cloudpath = mesh_cloudpath
         self.codec = codec
         self.sharding = info["sharding"]
-        self.readers: dict[str, ShardReader] = {}
+        self.readers: Any = {} if readers is None else readers
 
     def reader(self, node: int) -> ShardReader | None:
         layer = ids.layer_of(node)
         spec = self.sharding.get(str(layer))
         if spec is None:
             return None
-        chunk = ids.chunk_id_of(self.codec, node)
-        key = layout.shard_key(self.codec, chunk)
+        key = layout.shard_key(self.codec, ids.chunk_id_of(self.codec, node))
         found = self.readers.get(key)
         if found is None:
-            folder = layout.initial_dir(self.config, layer)
-            name = layout.shard_name(self.codec, chunk)
+            folder, _, name = f"{self.mesh_cloudpath}/{key}".rpartition("/")
             found = ShardReader(
                 files.range_source(folder, name), ShardSpec.parse(spec), name=f"{folder}/{name}"
             )
             self.readers[key] = found
         return found
 
+    def locate(self, node: int) -> FragmentLocation | None:
+        reader = self.reader(node)
+        where = None if reader is None else reader.locate(node)
+        if where is None:
+            return None
+        key = layout.shard_key(self.codec, ids.chunk_id_of(self.codec, node))
+        return FragmentLocation(int(node), key, int(where[0]), int(where[1]))
+
     def get(self, node: int) -> bytes | None:
         reader = self.reader(node)
         return None if reader is None else reader.get(node)
 
 
-def collect_fragments(
-    graph: Any, shards: _Shards, node: int, max_layer: int
-) -> tuple[dict[int, bytes], list[int]]:
-    """Fragments of the highest meshed nodes under ``node`` and the layer-2 nodes without one.
+def highest_meshed(
+    graph: Any, shards: MeshShards, node: int, max_layer: int
+) -> tuple[list[FragmentLocation], list[int]]:
+    """The highest meshed nodes under ``node`` (sorted by id) and the layer-2 nodes without one.
 
-    Walks down level by level (one ``children`` query per level); children never change, so no
+    What a viewer fetches for an object: export and the server's manifest both call this. Walks
+    down level by level (one ``children`` query per level); children never change, so no
     timestamp is needed below a node alive at it.
     """
-    used: dict[int, bytes] = {}
+    used: list[FragmentLocation] = []
     skipped: list[int] = []
     frontier = [int(node)]
     while frontier:
         descend: list[int] = []
         for current in sorted(set(frontier)):
             layer = ids.layer_of(current)
-            data = shards.get(current) if layer <= max_layer else None
-            if data is not None:
-                used[current] = data
+            found = shards.locate(current) if layer <= max_layer else None
+            if found is not None:
+                used.append(found)
             elif layer <= 2:
                 skipped.append(current)
             else:
@@ -212,7 +231,20 @@ def collect_fragments(
         if descend:
             for kids in graph.children(descend).values():
                 frontier.extend(int(k) for k in kids)
-    return dict(sorted(used.items())), sorted(skipped)
+    return sorted(used, key=lambda f: f.node), sorted(skipped)
+
+
+def collect_fragments(
+    graph: Any, shards: MeshShards, node: int, max_layer: int
+) -> tuple[dict[int, bytes], list[int]]:
+    """``highest_meshed``'s fragments read (node id -> draco bytes) and the skipped nodes."""
+    found, skipped = highest_meshed(graph, shards, node, max_layer)
+    fragments: dict[int, bytes] = {}
+    for where in found:
+        data = shards.get(where.node)
+        assert data is not None  # located a moment ago
+        fragments[where.node] = data
+    return fragments, skipped
 
 
 def stitch_fragments(
@@ -285,7 +317,7 @@ def export_mesh(
     graph = open_graph(config)
     try:
         custom = graph.custom_data()
-        ts = float(timestamp) if timestamp is not None else _default_timestamp(custom)
+        ts = float(timestamp) if timestamp is not None else meshing_timestamp(custom)
         target, supervoxel = _resolve_node(graph, config, point, node, ts)
         info = read_mesh_info(config)
         top = max_meshed_layer(config, custom, graph.meta.n_layers)
@@ -295,7 +327,7 @@ def export_mesh(
                 f"nothing meshed: no shards under {config.mesh_cloudpath}/{layout.INITIAL}: "
                 f"run {run_hint} (or `mesh --layer 2`) first"
             )
-        shards = _Shards(config, graph.meta.codec, info)
+        shards = MeshShards(config.mesh_cloudpath, graph.meta.codec, info)
         fragments, skipped = collect_fragments(graph, shards, target, top)
         if not fragments:
             raise ExportError(

@@ -1,0 +1,90 @@
+"""Node lookups built on the reader protocol: is an id a node of this graph, and what is under it.
+
+Export checks the node it is asked for and the read-only server answers ``leaves`` and
+``children`` with these, so both say the same thing about the same id on every backend.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from enum import Enum
+from typing import Any
+
+import numpy as np
+
+from meshing_core import ids
+from meshing_core.errors import MeshingError
+
+
+class NodeState(Enum):
+    ALIVE = "alive"  # in its chunk at the timestamp
+    SUPERSEDED = "superseded"  # made by the build or an edit, replaced by an edit before t
+    UNKNOWN = "unknown"  # not a node of this graph (or not made yet at t)
+
+
+def in_id_space(meta: Any, node: int) -> bool:
+    """Whether ``node``'s layer and chunk coordinates fit the graph (cheap; no query)."""
+    node = int(node)
+    if node <= 0 or node >= 2**64:
+        return False
+    layer = ids.layer_of(node)
+    if not 1 <= layer <= meta.n_layers:
+        return False
+    coords = ids.chunk_coords(meta.codec, node)
+    bounds = meta.layer_chunk_bounds(layer)
+    return all(0 <= c < b for c, b in zip(coords, bounds, strict=True))
+
+
+def node_state(graph: Any, node: int, timestamp: float) -> NodeState:
+    """Alive, superseded or unknown at ``timestamp`` (one chunk query, one children query)."""
+    meta = graph.meta
+    if not in_id_space(meta, node):
+        return NodeState.UNKNOWN
+    layer = ids.layer_of(node)
+    if layer == 1:
+        try:
+            parent = graph.l2_ids(np.array([node], dtype=np.uint64), timestamp)
+        except MeshingError:
+            return NodeState.UNKNOWN
+        return NodeState.ALIVE if int(parent[0]) else NodeState.UNKNOWN
+    alive = graph.chunk_nodes(layer, ids.chunk_coords(meta.codec, node), timestamp)
+    if np.any(alive == np.uint64(node)):
+        return NodeState.ALIVE
+    if len(graph.children([node]).get(int(node), [])) == 0:
+        return NodeState.UNKNOWN
+    return NodeState.SUPERSEDED
+
+
+def _overlaps(meta: Any, node: int, box: tuple[np.ndarray, np.ndarray]) -> bool:
+    layer = ids.layer_of(node)
+    start, stop = meta.chunk_voxel_box(layer, ids.chunk_coords(meta.codec, node))
+    return bool(np.all(start < box[1]) and np.all(box[0] < stop))
+
+
+def descendants(
+    graph: Any,
+    node: int,
+    *,
+    stop_layer: int = 1,
+    box: tuple[Sequence[int], Sequence[int]] | None = None,
+) -> np.ndarray:
+    """Sorted ids under ``node`` at ``stop_layer`` (its leaves by default).
+
+    ``box`` ([start, stop) absolute mip-0 voxels) keeps only nodes whose chunk overlaps it, as
+    the ChunkedGraph's ``bounds`` do. Children never change, so no timestamp is needed. Parents
+    may skip layers: a node at or below ``stop_layer`` on the way down is kept as it is.
+    """
+    meta = graph.meta
+    bounds = None if box is None else (np.asarray(box[0]), np.asarray(box[1]))
+    found: list[int] = []
+    frontier = [int(node)]
+    while frontier:
+        if bounds is not None:
+            frontier = [n for n in frontier if _overlaps(meta, n, bounds)]
+        found.extend(n for n in frontier if ids.layer_of(n) <= stop_layer)
+        descend = [n for n in frontier if ids.layer_of(n) > stop_layer]
+        frontier = []
+        if descend:
+            for kids in graph.children(descend).values():
+                frontier.extend(int(k) for k in kids)
+    return np.unique(np.array(found, dtype=np.uint64))
