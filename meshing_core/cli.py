@@ -11,7 +11,7 @@ import logging
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from meshing_core.errors import MeshingError
 
@@ -246,6 +246,37 @@ def _cmd_export_mesh(args: argparse.Namespace) -> None:
     )
 
 
+def _cmd_serve(args: argparse.Namespace) -> None:
+    from meshing_core.serve.server import ServeSettings, check_port, origins, serve
+    from meshing_core.timestamps import format_timestamp, parse_timestamp
+
+    source = f"pychunkedgraph:{args.cg_name}" if args.cg_name else str(args.config.source)
+    settings = ServeSettings(
+        graph=source,
+        host=args.host,
+        port=args.port,
+        timestamp=parse_timestamp(args.timestamp) if args.timestamp is not None else None,
+        allow_origins=origins(args.allow_origin),
+        workers=args.workers,
+        viewer=not args.no_viewer,
+    )
+    check_port(settings.host, settings.port)
+
+    def announce(base: str, served: Any) -> None:
+        from meshing_core.serve.app import default_state
+        from meshing_core.serve.viewer import viewer_url
+
+        table = served.table
+        print(f"serving table {table} read-only at {base} ({settings.workers} worker(s))")
+        print(f"  lookups default to {format_timestamp(served.timestamp)} (the meshing time)")
+        print(f"  cloud-volume / neuroglancer source: graphene://{base}/segmentation/table/{table}")
+        if settings.viewer:
+            print(f"  neuroglancer: {viewer_url(base, table, default_state(served, base))}")
+        print("  stop with Ctrl-C", flush=True)
+
+    serve(settings, announce)
+
+
 def _cmd_demo(args: argparse.Namespace) -> None:
     from meshing_core.demo import run_demo
 
@@ -443,6 +474,29 @@ def build_parser() -> argparse.ArgumentParser:
     _graph_arg(p)
     p.add_argument("--timestamp", help="count nodes at this time (default: now)")
     p.set_defaults(func=_cmd_info)
+
+    p = sub.add_parser(
+        "serve",
+        parents=[common],
+        help="a read-only graphene server (neuroglancer, cloud-volume, caveclient) for the meshes",
+    )
+    _graph_arg(p)
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8000, help="port (default: 8000)")
+    p.add_argument(
+        "--timestamp",
+        help="graph time lookups default to (default: the time the meshes were made)",
+    )
+    p.add_argument(
+        "--allow-origin",
+        action="append",
+        metavar="ORIGIN",
+        help="let a viewer hosted at ORIGIN read this server (CORS); repeatable; "
+        "off by default (the bundled viewer is same-origin)",
+    )
+    p.add_argument("--workers", type=int, default=1, help="server processes (default: 1)")
+    p.add_argument("--no-viewer", action="store_true", help="do not serve neuroglancer's client")
+    p.set_defaults(func=_cmd_serve)
 
     p = sub.add_parser(
         "demo",

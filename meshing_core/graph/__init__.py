@@ -29,8 +29,12 @@ class UnknownBackendError(MeshingError):
     """A config names a graph backend this code does not have."""
 
 
-def open_graph(config: Any) -> ChunkedGraphReader:
-    """Open the graph ``config`` (a ``GraphConfig``) names, read-only for meshing."""
+def open_graph(config: Any, *, read_only: bool = False) -> ChunkedGraphReader:
+    """Open the graph ``config`` (a ``GraphConfig``) names, for meshing.
+
+    ``read_only`` opens a local embedded file so that nothing can write to it (a server's
+    connections); custom-data writes then fail.
+    """
     backend = getattr(config, "backend", "embedded")
     if backend == "embedded":
         from meshing_core.store.paths import is_object_url
@@ -41,7 +45,7 @@ def open_graph(config: Any) -> ChunkedGraphReader:
             return open_remote(config)
         from meshing_core.graph.embedded import open_embedded
 
-        return open_embedded(config)
+        return open_embedded(config, read_only=read_only)
     if backend == "pychunkedgraph":
         from meshing_core.graph.pcg import open_pychunkedgraph
 

@@ -353,7 +353,7 @@ class EmbeddedGraph:
         return info
 
 
-def open_embedded(config: Any) -> EmbeddedGraph:
+def open_embedded(config: Any, *, read_only: bool = False) -> EmbeddedGraph:
     """Open the embedded graph a ``GraphConfig`` names (use ``meshing_core.graph.open_graph``)."""
     from meshing_core.store.paths import local_path
 
@@ -362,4 +362,4 @@ def open_embedded(config: Any) -> EmbeddedGraph:
         raise GraphFileError(
             f"graph path {config.graph_path} is remote: the embedded graph must be a local file"
         )
-    return EmbeddedGraph(path, watershed=config.watershed)
+    return EmbeddedGraph(path, watershed=config.watershed, read_only=read_only)

@@ -55,7 +55,8 @@ def node_state(graph: Any, node: int, timestamp: float) -> NodeState:
     return NodeState.SUPERSEDED
 
 
-def _overlaps(meta: Any, node: int, box: tuple[np.ndarray, np.ndarray]) -> bool:
+def chunk_overlaps(meta: Any, node: int, box: tuple[np.ndarray, np.ndarray]) -> bool:
+    """Whether ``node``'s chunk overlaps ``box`` ([start, stop) absolute mip-0 voxels)."""
     layer = ids.layer_of(node)
     start, stop = meta.chunk_voxel_box(layer, ids.chunk_coords(meta.codec, node))
     return bool(np.all(start < box[1]) and np.all(box[0] < stop))
@@ -80,7 +81,7 @@ def descendants(
     frontier = [int(node)]
     while frontier:
         if bounds is not None:
-            frontier = [n for n in frontier if _overlaps(meta, n, bounds)]
+            frontier = [n for n in frontier if chunk_overlaps(meta, n, bounds)]
         found.extend(n for n in frontier if ids.layer_of(n) <= stop_layer)
         descend = [n for n in frontier if ids.layer_of(n) > stop_layer]
         frontier = []

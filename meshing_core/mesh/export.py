@@ -205,18 +205,28 @@ class MeshShards:
 
 
 def highest_meshed(
-    graph: Any, shards: MeshShards, node: int, max_layer: int
+    graph: Any,
+    shards: MeshShards,
+    node: int,
+    max_layer: int,
+    box: tuple[Sequence[int], Sequence[int]] | None = None,
 ) -> tuple[list[FragmentLocation], list[int]]:
     """The highest meshed nodes under ``node`` (sorted by id) and the layer-2 nodes without one.
 
     What a viewer fetches for an object: export and the server's manifest both call this. Walks
     down level by level (one ``children`` query per level); children never change, so no
-    timestamp is needed below a node alive at it.
+    timestamp is needed below a node alive at it. ``box`` ([start, stop) mip-0 voxels) keeps
+    only nodes whose chunk overlaps it.
     """
+    from meshing_core.graph.nodes import chunk_overlaps
+
+    bounds = None if box is None else (np.asarray(box[0]), np.asarray(box[1]))
     used: list[FragmentLocation] = []
     skipped: list[int] = []
     frontier = [int(node)]
     while frontier:
+        if bounds is not None:
+            frontier = [n for n in frontier if chunk_overlaps(graph.meta, n, bounds)]
         descend: list[int] = []
         for current in sorted(set(frontier)):
             layer = ids.layer_of(current)

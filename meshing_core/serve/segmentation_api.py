@@ -1,0 +1,247 @@
+"""``/segmentation``: the graph lookups clients make (roots, leaves, children, latest roots).
+
+Paths, parameters and answer keys are PyChunkedGraph's (``/segmentation/api/v1/table/<t>/...``);
+ids are strings in JSON when ``int64_as_str`` asks. Lookups take the ``timestamp`` query, else
+the meshing timestamp. Write operations answer 405: the server is read-only.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import numpy as np
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import JSONResponse
+
+from meshing_core import ids
+from meshing_core.errors import MeshingError
+from meshing_core.graph.nodes import NodeState, descendants, node_state
+from meshing_core.serve import requests as rq
+from meshing_core.serve.requests import ApiError
+from meshing_core.serve.served import ServedGraph
+
+API_VERSIONS = [0, 1]
+# caveclient parses this as a PyChunkedGraph version to gate keyword arguments: 2.15 is the
+# first with ``bounds`` on leaves, and nothing newer is claimed
+SERVER_VERSION = "2.15.0"
+# PyChunkedGraph's edit endpoints: answered with 405 and why, never silently accepted
+WRITE_OPERATIONS = (
+    "merge",
+    "split",
+    "undo",
+    "redo",
+    "rollback_user",
+    "graph/split_preview",
+    "remesh",
+    "lock",
+    "unlock",
+)
+READ_ONLY = "this server is read-only: it serves a meshed dataset, edits need a ChunkedGraph server"
+
+
+async def json_body(request: Request) -> Any:
+    """The request's JSON body (None when empty); 400 when it is not JSON."""
+    raw = await request.body()
+    if not raw.strip():
+        return None
+    try:
+        return json.loads(raw)
+    except ValueError:
+        raise ApiError(400, "the request body is not JSON") from None
+
+
+def body_node_ids(body: Any) -> list[Any]:
+    if not isinstance(body, dict) or not isinstance(body.get("node_ids"), list):
+        raise ApiError(400, 'send a JSON body {"node_ids": [...]}')
+    return body["node_ids"]
+
+
+def ancestors_at(
+    served: ServedGraph, nodes: np.ndarray, timestamp: float, stop_layer: int
+) -> np.ndarray:
+    """Per id, its ancestor at ``stop_layer`` (the root by default) at ``timestamp``."""
+    graph = served.graph()
+    out = np.asarray(nodes, dtype=np.uint64).copy()
+    if out.size == 0 or stop_layer == 1:
+        return out
+    layers = ids.layers_of(out)
+    supervoxels = layers == 1
+    if supervoxels.any():
+        try:
+            out[supervoxels] = graph.l2_ids(out[supervoxels], timestamp)
+        except MeshingError as exc:
+            raise ApiError(404, str(exc)) from None
+    if stop_layer >= served.meta.n_layers:
+        return np.asarray(graph.roots(out, timestamp), dtype=np.uint64)
+    return np.asarray(graph.ancestors(out, stop_layer, timestamp), dtype=np.uint64)
+
+
+def known_node(served: ServedGraph, text: str, timestamp: float) -> int:
+    """A node that exists in the graph (alive or superseded at ``timestamp``); 404 otherwise."""
+    node = rq.node_id(served, text)
+    if node == 0 or node_state(served.graph(), node, timestamp) is NodeState.UNKNOWN:
+        raise ApiError(404, f"unknown node {node}: not a node of table {served.table!r}")
+    return node
+
+
+def latest(served: ServedGraph, nodes: np.ndarray, timestamp: float) -> list[bool]:
+    """Whether each node is alive at ``timestamp`` (one chunk query per distinct chunk)."""
+    graph = served.graph()
+    codec = served.meta.codec
+    alive: dict[int, np.ndarray] = {}
+    out = []
+    for node in nodes.tolist():
+        if node == 0:
+            out.append(False)
+            continue
+        chunk = ids.chunk_id_of(codec, node)
+        if chunk not in alive:
+            alive[chunk] = graph.chunk_nodes(
+                ids.layer_of(node), ids.chunk_coords(codec, node), timestamp
+            )
+        out.append(bool(np.any(alive[chunk] == np.uint64(node))))
+    return out
+
+
+def build_router(served: ServedGraph) -> APIRouter:
+    router = APIRouter()
+    base = "/segmentation/api/v1/table/{table}"
+
+    @router.get("/segmentation/api/versions")
+    def versions() -> list[int]:
+        return API_VERSIONS
+
+    @router.get("/segmentation/api/version")
+    def version() -> str:
+        return SERVER_VERSION
+
+    @router.get("/segmentation/table/{table}/info")
+    @router.get(base + "/info")
+    def info(table: str, request: Request) -> dict[str, Any]:
+        rq.check_table(served, table)
+        out = json.loads(json.dumps(served.dataset_info))
+        out["data_dir"] = str(request.base_url).rstrip("/") + f"/data/{served.table}"
+        out["app"] = {"supported_api_versions": API_VERSIONS}
+        return out
+
+    @router.get(base + "/node/{node}/root")
+    def root(
+        table: str,
+        node: str,
+        timestamp: str | None = None,
+        stop_layer: str | None = None,
+        int64_as_str: str | None = None,
+    ) -> dict[str, Any]:
+        rq.check_table(served, table)
+        ts = rq.timestamp_of(served, timestamp)
+        layer = rq.stop_layer_of(served, stop_layer, served.meta.n_layers)
+        found = known_node(served, node, ts)
+        (answer,) = ancestors_at(served, np.array([found], dtype=np.uint64), ts, layer).tolist()
+        return {"root_id": rq.json_id(answer, rq.flag(int64_as_str))}
+
+    @router.post(base + "/roots_binary")
+    async def roots_binary(
+        table: str, request: Request, timestamp: str | None = None, stop_layer: str | None = None
+    ) -> Response:
+        rq.check_table(served, table)
+        ts = rq.timestamp_of(served, timestamp)
+        layer = rq.stop_layer_of(served, stop_layer, served.meta.n_layers)
+        raw = await request.body()
+        if len(raw) % 8:
+            raise ApiError(400, "the body must be little-endian uint64 ids (a multiple of 8 bytes)")
+        nodes = rq.node_ids(served, np.frombuffer(raw, dtype="<u8").tolist())
+        found = await _threaded(ancestors_at, served, nodes, ts, layer)
+        return Response(found.astype("<u8").tobytes(), media_type="application/octet-stream")
+
+    @router.post(base + "/roots")
+    async def roots(
+        table: str,
+        request: Request,
+        timestamp: str | None = None,
+        stop_layer: str | None = None,
+        int64_as_str: str | None = None,
+    ) -> dict[str, Any]:
+        rq.check_table(served, table)
+        ts = rq.timestamp_of(served, timestamp)
+        layer = rq.stop_layer_of(served, stop_layer, served.meta.n_layers)
+        nodes = rq.node_ids(served, body_node_ids(await json_body(request)))
+        found = await _threaded(ancestors_at, served, nodes, ts, layer)
+        return {"root_ids": rq.json_ids(found.tolist(), rq.flag(int64_as_str))}
+
+    @router.get(base + "/node/{node}/leaves")
+    def leaves(
+        table: str,
+        node: str,
+        bounds: str | None = None,
+        stop_layer: str | None = None,
+        timestamp: str | None = None,
+        int64_as_str: str | None = None,
+    ) -> dict[str, Any]:
+        rq.check_table(served, table)
+        ts = rq.timestamp_of(served, timestamp)
+        box = rq.bounds_of(bounds)
+        layer = rq.stop_layer_of(served, stop_layer, 1)
+        found = known_node(served, node, ts)
+        leaf_ids = descendants(served.graph(), found, stop_layer=layer, box=box)
+        return {"leaf_ids": rq.json_ids(leaf_ids.tolist(), rq.flag(int64_as_str))}
+
+    @router.post(base + "/node/leaves_many")
+    async def leaves_many(
+        table: str,
+        request: Request,
+        bounds: str | None = None,
+        stop_layer: str | None = None,
+        timestamp: str | None = None,
+        int64_as_str: str | None = None,
+    ) -> dict[str, Any]:
+        rq.check_table(served, table)
+        ts = rq.timestamp_of(served, timestamp)
+        box = rq.bounds_of(bounds)
+        layer = rq.stop_layer_of(served, stop_layer, 1)
+        requested = body_node_ids(await json_body(request))
+
+        def work() -> dict[str, Any]:
+            out: dict[str, Any] = {}
+            for text in requested:
+                found = known_node(served, str(text), ts)
+                leaf_ids = descendants(served.graph(), found, stop_layer=layer, box=box)
+                out[str(found)] = rq.json_ids(leaf_ids.tolist(), rq.flag(int64_as_str))
+            return out
+
+        return await _threaded(work)
+
+    @router.get(base + "/node/{node}/children")
+    def children(
+        table: str, node: str, timestamp: str | None = None, int64_as_str: str | None = None
+    ) -> dict[str, Any]:
+        rq.check_table(served, table)
+        found = known_node(served, node, rq.timestamp_of(served, timestamp))
+        kids = served.graph().children([found]).get(found, np.zeros(0, dtype=np.uint64))
+        return {"children_ids": rq.json_ids(np.sort(kids).tolist(), rq.flag(int64_as_str))}
+
+    @router.post(base + "/is_latest_roots")
+    async def is_latest_roots(
+        table: str, request: Request, timestamp: str | None = None
+    ) -> dict[str, Any]:
+        rq.check_table(served, table)
+        ts = rq.timestamp_of(served, timestamp)
+        nodes = rq.node_ids(served, body_node_ids(await json_body(request)))
+        return {"is_latest": await _threaded(latest, served, nodes, ts)}
+
+    def refuse(table: str) -> JSONResponse:
+        rq.check_table(served, table)
+        return JSONResponse({"message": READ_ONLY}, status_code=405, headers={"Allow": "GET"})
+
+    for operation in WRITE_OPERATIONS:
+        router.add_api_route(
+            f"{base}/{operation}", refuse, methods=["POST", "PUT", "DELETE", "PATCH"]
+        )
+    return router
+
+
+async def _threaded(function: Any, *args: Any) -> Any:
+    """Run blocking graph work off the event loop (graph connections are per thread)."""
+    from starlette.concurrency import run_in_threadpool
+
+    return await run_in_threadpool(function, *args)
