@@ -60,6 +60,33 @@ def example_from(request: pytest.FixtureRequest):
     return build
 
 
+# -- the example meshed to its root layer, and the read-only server over it ----------------------
+SERVED_AT_OFFSET = 1.0  # the served example is meshed this long after its last edit (the split)
+
+
+@pytest.fixture(scope="session")
+def meshed_example(example_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A copy of the example meshed to the root layer after both edits; tests must not modify it."""
+    from meshing_core.config import load_config
+    from meshing_core.datasets.example import SPLIT_AT
+    from meshing_core.run.lifecycle import run_graph
+
+    folder = tmp_path_factory.mktemp("served") / "example"
+    shutil.copytree(example_dir, folder)
+    run_graph(load_config(folder), timestamp=SPLIT_AT + SERVED_AT_OFFSET, workers=1, progress=False)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def graphene_url(meshed_example: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """`python -m meshing_core serve` over ``meshed_example`` on a free loopback port."""
+    from tools.graphene_server import graphene_server
+
+    log = tmp_path_factory.mktemp("serve-log") / "serve.log"
+    with graphene_server(meshed_example, log=log) as base:
+        yield base
+
+
 # -- PyChunkedGraph: the stand-in of its API, over copies of embedded graphs -------------------
 @pytest.fixture(scope="module")
 def standin(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:

@@ -7,6 +7,7 @@ the meshing timestamp. Write operations answer 405: the server is read-only.
 
 from __future__ import annotations
 
+import gzip
 import json
 from typing import Any
 
@@ -40,9 +41,20 @@ WRITE_OPERATIONS = (
 READ_ONLY = "this server is read-only: it serves a meshed dataset, edits need a ChunkedGraph server"
 
 
-async def json_body(request: Request) -> Any:
-    """The request's JSON body (None when empty); 400 when it is not JSON."""
+async def raw_body(request: Request) -> bytes:
+    """The request's body, gunzipped when it says so (cloud-volume gzips large id lists)."""
     raw = await request.body()
+    if request.headers.get("content-encoding", "").lower() == "gzip":
+        try:
+            return gzip.decompress(raw)
+        except (OSError, EOFError):
+            raise ApiError(400, "the body says Content-Encoding: gzip but is not gzip") from None
+    return raw
+
+
+async def json_body(request: Request) -> Any:
+    """The request's JSON body, whatever its Content-Type (None when empty); 400 if not JSON."""
+    raw = await raw_body(request)
     if not raw.strip():
         return None
     try:
@@ -147,7 +159,7 @@ def build_router(served: ServedGraph) -> APIRouter:
         rq.check_table(served, table)
         ts = rq.timestamp_of(served, timestamp)
         layer = rq.stop_layer_of(served, stop_layer, served.meta.n_layers)
-        raw = await request.body()
+        raw = await raw_body(request)
         if len(raw) % 8:
             raise ApiError(400, "the body must be little-endian uint64 ids (a multiple of 8 bytes)")
         nodes = rq.node_ids(served, np.frombuffer(raw, dtype="<u8").tolist())
