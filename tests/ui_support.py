@@ -9,12 +9,16 @@ from urllib.parse import quote
 from tools.airflow_serve import Server
 
 
-def launch_chromium(playwright: Any) -> Any:
+# WebGL2 without a GPU (neuroglancer): ANGLE on SwiftShader, Chromium's software renderer
+WEBGL_ARGS = ("--use-angle=swiftshader", "--enable-unsafe-swiftshader", "--ignore-gpu-blocklist")
+
+
+def launch_chromium(playwright: Any, *args: str) -> Any:
     chromium = shutil.which("chromium")
     assert chromium, (
         "Debian chromium is missing: `make test` installs it (apt-get install chromium)"
     )
-    return playwright.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
+    return playwright.chromium.launch(executable_path=chromium, args=["--no-sandbox", *args])
 
 
 def logged_in_page(browser: Any, server: Server) -> Any:

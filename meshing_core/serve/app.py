@@ -139,10 +139,13 @@ def _viewer_routes(app: FastAPI, served: ServedGraph) -> None:
 
 
 def default_state(served: ServedGraph, base_url: str) -> dict[str, Any]:
-    """The viewer state of the printed URL: the whole dataset, centred."""
+    """The viewer state of the printed URL: the dataset, on the middle of its central voxel."""
     meta = served.meta
-    centre = tuple(o + s / 2 for o, s in zip(meta.voxel_offset, meta.volume_size, strict=True))
-    return viewer_state(base_url, served.table, meta.resolution, centre)  # type: ignore[arg-type]
+    centre = tuple(
+        o + s // 2 + 0.5 for o, s in zip(meta.voxel_offset, meta.volume_size, strict=True)
+    )
+    extent = float(max(meta.volume_size))
+    return viewer_state(base_url, served.table, meta.resolution, centre, extent)  # type: ignore[arg-type]
 
 
 def create_app(

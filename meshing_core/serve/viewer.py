@@ -47,9 +47,11 @@ def viewer_state(
     table: str,
     resolution: tuple[float, float, float],
     position: tuple[float, float, float],
+    extent: float,
     segments: list[int] | None = None,
 ) -> dict[str, Any]:
-    """A neuroglancer state: the graphene layer of ``table`` centred on ``position`` (voxels)."""
+    """A neuroglancer state: the graphene layer of ``table`` centred on ``position`` (voxels),
+    the 3D view framing ``extent`` voxels."""
     source = f"graphene://{base_url.rstrip('/')}/segmentation/table/{table}"
     layer: dict[str, Any] = {"type": "segmentation", "source": source, "name": table}
     if segments:
@@ -58,9 +60,9 @@ def viewer_state(
         "dimensions": {axis: [r * 1e-9, "m"] for axis, r in zip("xyz", resolution, strict=True)},
         "position": [float(p) for p in position],
         "crossSectionScale": 0.5,
-        "projectionScale": 2 * max(resolution) * 64,
+        "projectionScale": 1.2 * float(extent),
         "layers": [layer],
-        "selectedLayer": {"layer": table, "visible": True},
+        "selectedLayer": {"layer": table, "visible": False},
         "layout": "xy-3d",
     }
 
