@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.requirements-stamp
 DEMO_DIR ?= .demo
 
-.PHONY: venv demo airflow test bench lint clean pychunkedgraph chromium
+.PHONY: venv demo view airflow test bench lint clean pychunkedgraph chromium
 
 $(STAMP): requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -17,6 +17,12 @@ venv: $(STAMP)
 
 demo: $(STAMP)
 	$(PY) -m tools.airflow_demo --out $(DEMO_DIR)
+
+# The example's meshes in neuroglancer: serves .demo (meshing it first when `make demo` has not),
+# prints the viewer URL; VIEW_ARGS goes to `serve` (e.g. VIEW_ARGS="--port 8001").
+VIEW_ARGS ?=
+view: $(STAMP)
+	$(PY) -m tools.view --out $(DEMO_DIR) -- $(VIEW_ARGS)
 
 airflow: $(STAMP)
 	$(PY) -m tools.airflow_serve
