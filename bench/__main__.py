@@ -19,6 +19,7 @@ from bench import (
     layer2,
     pcg_reads,
     progress_view,
+    serve,
     sqs_vs_local,
     stitch,
 )
@@ -32,6 +33,7 @@ BENCHES = (
     "build",
     "dag_vs_direct",
     "sqs_vs_local",
+    "serve",
 )
 
 
@@ -91,6 +93,11 @@ def _sqs_vs_local(args: argparse.Namespace) -> bool:
     return not sqs_vs_local.problems(figures)
 
 
+def _serve(args: argparse.Namespace) -> None:
+    for line in serve.measure(args.repeats):
+        print(line, flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("--repeats", type=int, default=3, help="runs per timing (median)")
@@ -127,6 +134,8 @@ def main() -> None:
         ok = _dag_vs_direct(args) and ok
     if "sqs_vs_local" in selected:
         ok = _sqs_vs_local(args) and ok
+    if "serve" in selected:
+        _serve(args)
     print(f"bench_total_seconds {time.perf_counter() - started:.1f}", flush=True)
     if not ok:
         sys.exit(1)

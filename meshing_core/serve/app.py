@@ -17,6 +17,7 @@ from typing import Any
 from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, StreamingResponse
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.cors import CORSMiddleware
 
@@ -30,6 +31,7 @@ from meshing_core.serve.viewer import client_dir, viewer_path, viewer_state, vie
 log = logging.getLogger(__name__)
 
 DATA_PATH = "/data"
+INLINE_READ_BYTES = 1 << 20  # local ranges up to this size are read on the event loop
 KEEPALIVE_S = 1.0  # how soon a closed viewer tab frees its event stream
 EXPOSED = ["Content-Range", "Content-Length", "Content-Encoding", "Accept-Ranges"]
 
@@ -49,7 +51,8 @@ def _install_errors(app: FastAPI) -> None:
 
     @app.exception_handler(MeshingError)
     async def meshing_error(request: Request, exc: MeshingError) -> JSONResponse:
-        return _message(400, str(exc).splitlines()[0])
+        # the dataset's own problems (a corrupt shard, a graph that cannot be read)
+        return _message(500, str(exc).splitlines()[0])
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -67,23 +70,42 @@ def _install_errors(app: FastAPI) -> None:
             text = str(exc.detail)
         return _message(exc.status_code, text, headers=getattr(exc, "headers", None))
 
-    @app.middleware("http")
-    async def no_tracebacks(request: Request, call_next: Any) -> Response:
+
+class OneLineErrors:
+    """Pure ASGI middleware: an exception no handler took becomes a one-line JSON 500 (the
+    traceback goes to the log). Installed inside CORS, so such errors carry its headers too."""
+
+    def __init__(self, app: Any):
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracked(message: Any) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
         try:
-            return await call_next(request)
-        except Exception as exc:  # the last resort: a one-line 500, the traceback in our log
-            log.exception("%s %s failed", request.method, request.url.path)
+            await self.app(scope, receive, tracked)
+        except Exception as exc:
+            log.exception("%s %s failed", scope.get("method"), scope.get("path"))
+            if started:  # too late for another answer
+                raise
             line = (str(exc).splitlines() or [type(exc).__name__])[0]
-            return _message(500, f"internal error: {line}")
+            await _message(500, f"internal error: {line}")(scope, receive, send)
 
 
 def _data_routes(app: FastAPI, served: ServedGraph) -> None:
     files = DataFiles(served.config.watershed)
 
-    @app.api_route(DATA_PATH + "/{table}/{path:path}", methods=["GET", "HEAD"])
-    def data_file(table: str, path: str, request: Request) -> Response:
-        check_table(served, table)
-        stored = files.find(path)
+    async def data_file(request: Request) -> Response:
+        """A plain Starlette endpoint: viewers make one of these per fragment."""
+        check_table(served, request.path_params["table"])
+        stored = files.find(request.path_params["path"])
         headers = {"Accept-Ranges": "bytes", "Cache-Control": "no-cache"}
         if stored.encoding:
             headers["Content-Encoding"] = stored.encoding
@@ -91,14 +113,26 @@ def _data_routes(app: FastAPI, served: ServedGraph) -> None:
         if span is None:
             if stored.path is not None:
                 return FileResponse(stored.path, headers=headers, media_type=stored.media_type)
-            data = files.read(stored, 0, stored.size) if request.method == "GET" else b""
+            data = b""
+            if request.method == "GET":
+                data = await run_in_threadpool(files.read, stored, 0, stored.size)
             headers["Content-Length"] = str(stored.size)
             return Response(data, headers=headers, media_type=stored.media_type)
         start, stop = span
         headers["Content-Range"] = f"bytes {start}-{stop - 1}/{stored.size}"
-        data = files.read(stored, start, stop) if request.method == "GET" else b""
+        data = b""
+        if (
+            request.method == "GET"
+            and stored.path is not None
+            and stop - start <= INLINE_READ_BYTES
+        ):
+            data = files.read(stored, start, stop)  # a small local read: on the event loop
+        elif request.method == "GET":
+            data = await run_in_threadpool(files.read, stored, start, stop)
         headers["Content-Length"] = str(stop - start)
         return Response(data, status_code=206, headers=headers, media_type=stored.media_type)
+
+    app.add_route(DATA_PATH + "/{table}/{path:path}", data_file, methods=["GET", "HEAD"])
 
 
 def _viewer_routes(app: FastAPI, served: ServedGraph) -> None:
@@ -159,12 +193,13 @@ def create_app(
         openapi_url=None,
         redirect_slashes=False,
     )
-    app.include_router(segmentation_api.build_router(served))
+    _data_routes(app, served)  # first: the routes a viewer hits most are matched first
     app.include_router(meshing_api.build_router(served))
-    _data_routes(app, served)
+    app.include_router(segmentation_api.build_router(served))
     if viewer:
         _viewer_routes(app, served)
     _install_errors(app)
+    app.add_middleware(OneLineErrors)
     if allow_origins:
         app.add_middleware(
             CORSMiddleware,

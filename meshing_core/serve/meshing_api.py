@@ -10,12 +10,13 @@ layer N down.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Request, Response
 
 from meshing_core import ids
-from meshing_core.graph.nodes import NodeState, node_state
+from meshing_core.graph.nodes import node_exists
 from meshing_core.mesh.export import FragmentLocation, highest_meshed
 from meshing_core.serve import requests as rq
 from meshing_core.serve.requests import ApiError
@@ -44,47 +45,61 @@ def manifest(
     if shards is None or served.max_layer is None:
         raise ApiError(404, f"nothing is meshed in table {served.table!r}: run the meshing first")
     graph = served.graph()
-    if node_state(graph, node, timestamp) is NodeState.UNKNOWN or ids.layer_of(node) < 2:
-        raise ApiError(404, f"unknown node {node}: not a node of table {served.table!r}")
+    unknown = ApiError(404, f"unknown node {node}: not a node of table {served.table!r}")
+    if ids.layer_of(node) < 2:
+        raise unknown
     top = min(start_layer, served.max_layer)
-    found, _ = highest_meshed(graph, shards, node, top, box)
+    found, skipped = highest_meshed(graph, shards, node, top, box)
+    if not found and not skipped and not node_exists(graph, node, timestamp):
+        raise unknown  # (a node with a fragment exists: no lookup needed on the usual path)
     return found
 
 
+def own_fragment(
+    served: ServedGraph, node: int, start_layer: int, box: tuple[list[int], list[int]] | None
+) -> list[FragmentLocation] | None:
+    """The node's own fragment when it is the answer (the usual case for a root meshed at its
+    layer): one index lookup, cheap enough for the event loop. None: walk the graph."""
+    shards = served.shards()
+    if shards is None or served.max_layer is None or box is not None:
+        return None
+    if not 2 <= ids.layer_of(node) <= min(start_layer, served.max_layer):
+        return None
+    found = shards.locate(node)
+    return None if found is None else [found]
+
+
 def build_router(served: ServedGraph) -> APIRouter:
+    """The manifest route: a plain Starlette endpoint (a viewer asks once per object, so the
+    framework's per-request cost counts; the query is read by hand)."""
     router = APIRouter()
 
-    @router.api_route("/meshing/api/v1/table/{table}/manifest/{node_lod}", methods=["GET", "POST"])
-    async def get_manifest(
-        table: str,
-        node_lod: str,
-        request: Request,
-        verify: str | None = None,
-        prepend_seg_ids: str | None = None,
-        return_seg_ids: str | None = None,
-        bounds: str | None = None,
-        start_layer: str | None = None,
-        timestamp: str | None = None,
-    ) -> dict[str, Any]:
-        rq.check_table(served, table)
-        node_text, _, lod = node_lod.partition(":")
+    async def get_manifest(request: Request) -> Response:
+        rq.check_table(served, request.path_params["table"])
+        query = request.query_params
+        node_text, _, lod = request.path_params["node_lod"].partition(":")
         if lod not in ("", "0"):
             raise ApiError(404, f"level of detail {lod!r} is not meshed: ask for <id>:0")
         node = rq.node_id(served, node_text)
         body = await json_body(request)
-        layer_text = start_layer
-        if isinstance(body, dict) and body.get("start_layer") is not None:
-            layer_text = str(body["start_layer"])
+        options = body if isinstance(body, dict) else {}
+        layer_text = query.get("start_layer")
+        if options.get("start_layer") is not None:
+            layer_text = str(options["start_layer"])
         top = rq.stop_layer_of(served, layer_text, served.meta.n_layers)
-        box = rq.bounds_of(bounds)
-        ts = rq.timestamp_of(served, timestamp)
-        del verify  # fragments are always verified: only stored ones are listed
-        found = await _threaded(manifest, served, node, top, box, ts)
-        prepend = rq.flag(prepend_seg_ids)
+        box = rq.bounds_of(query.get("bounds"))
+        ts = rq.timestamp_of(served, query.get("timestamp"))
+        # ``verify`` is accepted and ignored: only stored fragments are ever listed
+        found = own_fragment(served, node, top, box)
+        if found is None:  # a walk down the graph: off the event loop
+            found = await _threaded(manifest, served, node, top, box, ts)
+        prepend = rq.flag(query.get("prepend_seg_ids"))
         out: dict[str, Any] = {"fragments": [fragment_name(f, prepend) for f in found]}
-        asked = isinstance(body, dict) and rq.flag(str(body.get("return_seg_ids", "")))
-        if rq.flag(return_seg_ids) or asked:
+        if rq.flag(query.get("return_seg_ids")) or rq.flag(str(options.get("return_seg_ids", ""))):
             out["seg_ids"] = [f.node for f in found]
-        return out
+        return Response(json.dumps(out), media_type="application/json")
 
+    router.add_route(
+        "/meshing/api/v1/table/{table}/manifest/{node_lod}", get_manifest, methods=["GET", "POST"]
+    )
     return router

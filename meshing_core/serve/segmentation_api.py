@@ -17,7 +17,7 @@ from fastapi.responses import JSONResponse
 
 from meshing_core import ids
 from meshing_core.errors import MeshingError
-from meshing_core.graph.nodes import NodeState, descendants, node_state
+from meshing_core.graph.nodes import descendants, node_exists
 from meshing_core.serve import requests as rq
 from meshing_core.serve.requests import ApiError
 from meshing_core.serve.served import ServedGraph
@@ -92,7 +92,7 @@ def ancestors_at(
 def known_node(served: ServedGraph, text: str, timestamp: float) -> int:
     """A node that exists in the graph (alive or superseded at ``timestamp``); 404 otherwise."""
     node = rq.node_id(served, text)
-    if node == 0 or node_state(served.graph(), node, timestamp) is NodeState.UNKNOWN:
+    if node == 0 or not node_exists(served.graph(), node, timestamp):
         raise ApiError(404, f"unknown node {node}: not a node of table {served.table!r}")
     return node
 
