@@ -8,7 +8,6 @@ from urllib.parse import quote
 
 from tools.airflow_serve import Server
 
-
 # WebGL2 without a GPU (neuroglancer): ANGLE on SwiftShader, Chromium's software renderer
 WEBGL_ARGS = ("--use-angle=swiftshader", "--enable-unsafe-swiftshader", "--ignore-gpu-blocklist")
 

@@ -49,8 +49,8 @@ def manifest(
     if ids.layer_of(node) < 2:
         raise unknown
     top = min(start_layer, served.max_layer)
-    found, skipped = highest_meshed(graph, shards, node, top, box)
-    if not found and not skipped and not node_exists(graph, node, timestamp):
+    found, _ = highest_meshed(graph, shards, node, top, box)
+    if not found and not node_exists(graph, node, timestamp):
         raise unknown  # (a node with a fragment exists: no lookup needed on the usual path)
     return found
 
