@@ -111,13 +111,16 @@ class DataFiles:
         return None
 
     def _find_remote(self, name: str) -> StoredFile | None:
+        """On a bucket cloud-volume keeps the name and records the encoding in the object's
+        metadata (a local folder gets the suffix instead): both are looked for."""
         from cloudfiles import CloudFiles
 
         files = CloudFiles(self.cloudpath)
         for suffix, encoding in (("", None), *ENCODINGS):
-            size = files.size(name + suffix)
-            if size is not None:
-                return StoredFile(name + suffix, int(size), encoding, None)
+            head = files.head(name + suffix)
+            if head is not None and head.get("Content-Length") is not None:
+                stored = head.get("Content-Encoding") or encoding
+                return StoredFile(name + suffix, int(head["Content-Length"]), stored, None)
         return None
 
     def read(self, stored: StoredFile, start: int, stop: int) -> bytes:
