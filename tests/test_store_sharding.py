@@ -278,3 +278,42 @@ def test_invalid_specs_are_rejected():
         ShardSpec.parse({"@type": "neuroglancer_uint64_sharded_v1"})
     with pytest.raises(ValueError):
         mesh_shard_spec(40)
+
+
+def test_one_reader_shared_by_threads_finds_every_fragment():
+    """A reader shared by threads (the read-only server's cache) never reports a stored
+    fragment missing while another thread is still loading the shard's index."""
+    import threading
+    import time
+
+    rng = random.Random(5)
+    fragments = {rng.getrandbits(60) + 1: bytes([k % 251]) * 7 for k in range(2000)}
+    spec = mesh_shard_spec(3)
+    data = encode_shard(fragments, spec)
+    keys = sorted(fragments)
+
+    class Slow(bytes):
+        """Bytes that take a while to measure: threads interleave inside the index's checks."""
+
+        def __len__(self) -> int:
+            time.sleep(0.002)
+            return super().__len__()
+
+    def slow(start: int, stop: int) -> bytes:
+        return Slow(data[start:stop])
+
+    misses: list[int] = []
+    for _ in range(10):
+        reader = ShardReader(slow, spec)
+        start = threading.Barrier(8)
+
+        def work(offset: int, reader: ShardReader = reader, start=start) -> None:
+            start.wait()
+            misses.extend(k for k in keys[offset::97] if reader.locate(k) is None)
+
+        threads = [threading.Thread(target=work, args=(i,)) for i in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(30)
+    assert misses == []

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import gzip
 import io
+import threading
 import zlib
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -318,6 +319,9 @@ class ShardReader:
         self._index: np.ndarray | None = None
         self._exists: bool | None = None
         self._minishards: dict[int, MinishardIndex] = {}
+        # one reader may serve many threads (the read-only server): indices are read once,
+        # and published only when complete
+        self._lock = threading.Lock()
 
     def _corrupt(self, problem: str) -> ShardFormatError:
         return ShardFormatError(
@@ -342,31 +346,36 @@ class ShardReader:
 
     def _load_index(self) -> np.ndarray | None:
         if self._exists is None:
-            size = self.spec.index_bytes
-            raw = self.source(0, size)
-            if raw is None:
-                self._exists = False
-                return None
-            self._exists = True
-            if len(raw) != size:
-                raise self._corrupt(
-                    f"the shard index needs {size} bytes (minishard_bits "
-                    f"{self.spec.minishard_bits}) but the file has {len(raw)}"
-                )
-            table = np.frombuffer(raw, dtype="<u8").reshape(-1, 2).astype(np.uint64)
-            bad = np.flatnonzero(table[:, 0] > table[:, 1])
-            if bad.size:
-                m = int(bad[0])
-                raise self._corrupt(
-                    f"minishard {m} index range {int(table[m, 0])}-{int(table[m, 1])} is reversed"
-                )
-            self._index = table
+            with self._lock:
+                if self._exists is None:
+                    self._index = self._read_index()
+                    self._exists = self._index is not None  # set last: readers check it first
         return self._index
+
+    def _read_index(self) -> np.ndarray | None:
+        size = self.spec.index_bytes
+        raw = self.source(0, size)
+        if raw is None:
+            return None
+        if len(raw) != size:
+            raise self._corrupt(
+                f"the shard index needs {size} bytes (minishard_bits "
+                f"{self.spec.minishard_bits}) but the file has {len(raw)}"
+            )
+        table = np.frombuffer(raw, dtype="<u8").reshape(-1, 2).astype(np.uint64)
+        bad = np.flatnonzero(table[:, 0] > table[:, 1])
+        if bad.size:
+            m = int(bad[0])
+            raise self._corrupt(
+                f"minishard {m} index range {int(table[m, 0])}-{int(table[m, 1])} is reversed"
+            )
+        return table
 
     def minishard(self, number: int) -> MinishardIndex | None:
         """Decoded index of one minishard (None when it is empty or the shard is missing)."""
-        if number in self._minishards:
-            return self._minishards[number]
+        found = self._minishards.get(number)
+        if found is not None:
+            return found
         table = self._load_index()
         if table is None:
             return None
