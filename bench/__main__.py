@@ -93,9 +93,12 @@ def _sqs_vs_local(args: argparse.Namespace) -> bool:
     return not sqs_vs_local.problems(figures)
 
 
-def _serve(args: argparse.Namespace) -> None:
+def _serve(args: argparse.Namespace) -> bool:
+    ok = True
     for line in serve.measure(args.repeats):
         print(line, flush=True)
+        ok = ok and "same_vertices False" not in line  # the server and the bypass must agree
+    return ok
 
 
 def main() -> None:
@@ -135,7 +138,7 @@ def main() -> None:
     if "sqs_vs_local" in selected:
         ok = _sqs_vs_local(args) and ok
     if "serve" in selected:
-        _serve(args)
+        ok = _serve(args) and ok
     print(f"bench_total_seconds {time.perf_counter() - started:.1f}", flush=True)
     if not ok:
         sys.exit(1)

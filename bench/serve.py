@@ -39,13 +39,14 @@ def meshed_dataset() -> Path:
     """The stitching bench's dataset, meshed to the root layer (once; reused while unchanged)."""
     from meshing_core.config import load_config
     from meshing_core.graph import open_graph
+    from meshing_core.mesh.export import meshed_at
     from meshing_core.run.lifecycle import run_graph
 
     graph_yaml, _ = build_dataset(SPEC, TABLE_DIR)
     config = load_config(graph_yaml)
     graph = open_graph(config)
     try:
-        done = (graph.custom_data().get("mesh") or {}).get("initial_ts") is not None
+        done = meshed_at(graph.custom_data()) is not None
     finally:
         graph.close()
     if not done:

@@ -6,12 +6,14 @@ a second dataset meshed between the merge and the split (the state at that times
 
 from __future__ import annotations
 
+import gzip
 import json
 import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
+import requests
 from cloudvolume import CloudVolume
 from test_export import read_back, triangle_set, vertex_multiset
 
@@ -101,6 +103,57 @@ def test_cloudvolume_meshes_equal_export_mesh(graphene_url: str, truth: GraphTru
         vertices, faces = read_back(out)
         assert np.array_equal(vertex_multiset(served.vertices), vertex_multiset(vertices)), root
         assert triangle_set(served.vertices, served.faces) == triangle_set(vertices, faces), root
+
+
+def test_manifest_lists_the_fragments_an_independent_reader_finds(
+    graphene_url: str, truth: GraphTruth
+):
+    """The manifest's nodes are the highest ones cloud-volume's own shard reader finds, walking
+    the graph's children here (not the server's walk): nothing missing, nothing extra."""
+    from meshing_core.store.verify import graphene_reader
+
+    reader = graphene_reader(truth.config, truth.graph)
+    url = f"{graphene_url}/meshing/api/v1/table/{TABLE}/manifest"
+    for root in truth.roots():
+        expected, frontier = [], [root]
+        while frontier:
+            stored = reader.mesh.exists(frontier)
+            expected += [n for n in frontier if stored.get(n) is not None]
+            below = [n for n in frontier if stored.get(n) is None and ids.layer_of(n) > 2]
+            kids = truth.graph.children(below) if below else {}
+            frontier = [int(c) for v in kids.values() for c in v]
+        answer = requests.get(f"{url}/{root}:0", params={"verify": "1", "return_seg_ids": "1"})
+        assert sorted(answer.json()["seg_ids"]) == sorted(expected), root
+
+
+def test_concurrent_clients_get_the_same_answers(
+    meshed_example: Path, truth: GraphTruth, tmp_path: Path
+):
+    """Many threads on a fresh server (cold shard cache, a graph connection per thread) get the
+    answers one client gets."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from tools.graphene_server import graphene_server
+
+    roots = truth.roots()
+    with graphene_server(meshed_example, "--no-viewer", log=tmp_path / "serve.log") as base:
+        url = f"{base}/meshing/api/v1/table/{TABLE}/manifest"
+
+        def manifest(root: int) -> list[str]:
+            return requests.get(f"{url}/{root}:0", params={"verify": "1"}).json()["fragments"]
+
+        with ThreadPoolExecutor(16) as pool:
+            together = list(pool.map(manifest, roots * 4))
+        alone = [manifest(r) for r in roots]
+        assert together == alone * 4
+        body = gzip.compress(truth.svs.astype("<u8").tobytes())  # as cloud-volume sends many ids
+        answer = requests.post(
+            f"{base}/segmentation/api/v1/table/{TABLE}/roots_binary",
+            data=body,
+            headers={"Content-Encoding": "gzip"},
+        )
+        found = np.frombuffer(answer.content, dtype="<u8")
+        assert found.tolist() == [truth.root[s] for s in truth.svs.tolist()]
 
 
 def test_caveclient_agrees_with_the_graph(graphene_url: str, truth: GraphTruth):

@@ -56,6 +56,12 @@ def test_unknown_ids(graphene_url: str, a_root: int):
     body = np.array([a_root, layer2_unused - 999_999 + 1], dtype="<u8").tobytes()
     response = requests.post(f"{graphene_url}{SEG}/roots_binary", data=body[:-3])
     assert "multiple of 8" in get_json_error(response, 400)
+    body = np.array([a_root, foreign], dtype="<u8").tobytes()
+    response = requests.post(f"{graphene_url}{SEG}/roots_binary", data=body)
+    assert str(foreign) in get_json_error(response, 404)
+    # a JSON float has lost an id's low bits already: refused, not rounded
+    response = requests.post(f"{graphene_url}{SEG}/is_latest_roots", json={"node_ids": [1.5e17]})
+    assert "integers or strings" in get_json_error(response, 400)
 
 
 def test_unknown_table_and_endpoint(graphene_url: str, a_root: int):
@@ -93,11 +99,16 @@ def test_byte_ranges(graphene_url: str, meshed_example: Path):
     assert part.headers["content-range"] == f"bytes 5-14/{len(local)}"
     tail = requests.get(url, headers={"Range": "bytes=-7"})
     assert tail.status_code == 206 and tail.content == local[-7:]
-    message = get_json_error(
-        requests.get(url, headers={"Range": f"bytes={len(local)}-{len(local) + 9}"}), 416
-    )
-    assert str(len(local)) in message
-    get_json_error(requests.get(url, headers={"Range": "lines=1-2"}), 416)
+    past = requests.get(url, headers={"Range": f"bytes={len(local)}-{len(local) + 9}"})
+    assert str(len(local)) in get_json_error(past, 416)
+    assert past.headers["content-range"] == f"bytes */{len(local)}"
+    for ignored in ("lines=1-2", "bytes=9-3", "bytes=x"):  # not a byte range: the whole file
+        response = requests.get(url, headers={"Range": ignored})
+        assert response.status_code == 200 and response.content == local, ignored
+    head = requests.head(url, headers={"Range": "bytes=5-14"})
+    assert head.status_code == 206 and head.content == b""
+    assert head.headers["content-range"] == f"bytes 5-14/{len(local)}"
+    assert requests.get(f"{graphene_url}/data/{TABLE}/no/such/file").status_code == 404
 
 
 def test_paths_outside_the_dataset(graphene_url: str, meshed_example: Path, tmp_path: Path):

@@ -18,6 +18,7 @@ def meshed(graph_yaml: Path) -> bool:
     from meshing_core.config import load_config
     from meshing_core.errors import MeshingError
     from meshing_core.graph import open_graph
+    from meshing_core.mesh.export import meshed_at
 
     if not graph_yaml.exists():
         return False
@@ -26,7 +27,7 @@ def meshed(graph_yaml: Path) -> bool:
     except MeshingError:
         return False
     try:
-        return (graph.custom_data().get("mesh") or {}).get("initial_ts") is not None
+        return meshed_at(graph.custom_data()) is not None
     finally:
         graph.close()
 

@@ -20,6 +20,7 @@ __all__ = [
     "ChunkedGraphReader",
     "GraphMeta",
     "UnknownBackendError",
+    "open_again",
     "open_graph",
     "create_graph_file",
 ]
@@ -54,6 +55,17 @@ def open_graph(config: Any, *, read_only: bool = False) -> ChunkedGraphReader:
         f"{config.source}: graph.backend {backend!r} is not available: use 'embedded' or "
         "'pychunkedgraph'"
     )
+
+
+def open_again(graph: ChunkedGraphReader, config: Any) -> ChunkedGraphReader:
+    """Another reader of what ``graph`` reads, for another thread (SQLite connections stay in
+    their thread): an embedded graph's same local file (a graph fetched from object storage is
+    not fetched again), read-only; another backend is opened anew."""
+    from meshing_core.graph.embedded import EmbeddedGraph
+
+    if isinstance(graph, EmbeddedGraph):
+        return EmbeddedGraph(graph.path, watershed=graph.watershed, read_only=True)
+    return open_graph(config, read_only=True)
 
 
 def create_graph_file(path: str | Path, watershed: str | None = None) -> Any:

@@ -71,7 +71,7 @@ class EmbeddedGraph:
             raise GraphFileError(
                 f"graph file {self.path} not found: build it with `python -m meshing_core build-graph`"
             )
-        if read_only:  # a cached copy of a remote graph: shared by processes, never changed
+        if read_only:  # a cached copy of a remote graph, or a server's connections: no writes
             uri = f"{self.path.resolve().as_uri()}?mode=ro"
             self.conn = sqlite3.connect(uri, uri=True, timeout=60)
         else:

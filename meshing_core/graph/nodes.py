@@ -6,7 +6,7 @@ Export checks the node it is asked for and the read-only server answers ``leaves
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from enum import Enum
 from typing import Any
 
@@ -18,8 +18,9 @@ from meshing_core.errors import MeshingError
 
 class NodeState(Enum):
     ALIVE = "alive"  # in its chunk at the timestamp
-    SUPERSEDED = "superseded"  # made by the build or an edit, replaced by an edit before t
-    UNKNOWN = "unknown"  # not a node of this graph (or not made yet at t)
+    SUPERSEDED = "superseded"  # a node of the graph not alive at t: replaced by an edit, or
+    # made by a later one (the protocol has no creation times; parents tell the two apart)
+    UNKNOWN = "unknown"  # not a node of this graph
 
 
 def in_id_space(meta: Any, node: int) -> bool:
@@ -75,6 +76,30 @@ def chunk_overlaps(meta: Any, node: int, box: tuple[np.ndarray, np.ndarray]) -> 
     return bool(np.all(start < box[1]) and np.all(box[0] < stop))
 
 
+def walk_down(
+    graph: Any,
+    node: int,
+    visit: Callable[[int], bool],
+    box: tuple[Sequence[int], Sequence[int]] | None = None,
+) -> None:
+    """Breadth-first from ``node``: ``visit(n)`` says whether to go on to ``n``'s children.
+
+    One ``children`` query per level; children never change, so no timestamp is needed below
+    a node alive at it. ``box`` ([start, stop) absolute mip-0 voxels) skips nodes whose chunk
+    does not overlap it, as the ChunkedGraph's ``bounds`` do.
+    """
+    bounds = None if box is None else (np.asarray(box[0]), np.asarray(box[1]))
+    frontier = [int(node)]
+    while frontier:
+        if bounds is not None:
+            frontier = [n for n in frontier if chunk_overlaps(graph.meta, n, bounds)]
+        descend = [n for n in sorted(set(frontier)) if visit(n)]
+        frontier = []
+        if descend:
+            for kids in graph.children(descend).values():
+                frontier.extend(int(k) for k in kids)
+
+
 def descendants(
     graph: Any,
     node: int,
@@ -82,23 +107,17 @@ def descendants(
     stop_layer: int = 1,
     box: tuple[Sequence[int], Sequence[int]] | None = None,
 ) -> np.ndarray:
-    """Sorted ids under ``node`` at ``stop_layer`` (its leaves by default).
+    """Sorted ids under ``node`` at ``stop_layer`` (its leaves by default), within ``box``.
 
-    ``box`` ([start, stop) absolute mip-0 voxels) keeps only nodes whose chunk overlaps it, as
-    the ChunkedGraph's ``bounds`` do. Children never change, so no timestamp is needed. Parents
-    may skip layers: a node at or below ``stop_layer`` on the way down is kept as it is.
+    Parents may skip layers: a node at or below ``stop_layer`` on the way down is kept as is.
     """
-    meta = graph.meta
-    bounds = None if box is None else (np.asarray(box[0]), np.asarray(box[1]))
     found: list[int] = []
-    frontier = [int(node)]
-    while frontier:
-        if bounds is not None:
-            frontier = [n for n in frontier if chunk_overlaps(meta, n, bounds)]
-        found.extend(n for n in frontier if ids.layer_of(n) <= stop_layer)
-        descend = [n for n in frontier if ids.layer_of(n) > stop_layer]
-        frontier = []
-        if descend:
-            for kids in graph.children(descend).values():
-                frontier.extend(int(k) for k in kids)
+
+    def visit(current: int) -> bool:
+        if ids.layer_of(current) <= stop_layer:
+            found.append(current)
+            return False
+        return True
+
+    walk_down(graph, node, visit, box)
     return np.unique(np.array(found, dtype=np.uint64))

@@ -53,15 +53,22 @@ class ExportReport:
 
 
 # -- inputs ---------------------------------------------------------------------------------
+def meshed_at(custom: dict[str, Any]) -> float | None:
+    """When the last finished run meshed (custom data ``mesh.initial_ts``), None if never."""
+    stored = (custom.get("mesh") or {}).get("initial_ts")
+    if stored is None:
+        return None
+    try:
+        return parse_timestamp(stored)
+    except MeshingError:
+        log.warning("custom data mesh.initial_ts %r is not a timestamp: ignored", stored)
+        return None
+
+
 def meshing_timestamp(custom: dict[str, Any]) -> float:
     """The meshing timestamp of the last finished run (what the shards show), else now."""
-    stored = (custom.get("mesh") or {}).get("initial_ts")
-    if stored is not None:
-        try:
-            return parse_timestamp(stored)
-        except MeshingError:
-            log.warning("custom data mesh.initial_ts %r is not a timestamp: using now", stored)
-    return now()
+    found = meshed_at(custom)
+    return now() if found is None else found
 
 
 def read_mesh_info(config: GraphConfig) -> dict[str, Any]:
@@ -141,7 +148,8 @@ def _check_node(graph: Any, node: int, timestamp: float) -> None:
         )
     if state is NodeState.SUPERSEDED:
         raise ExportError(
-            f"node {node} is not alive at {format_timestamp(timestamp)} (edits replaced it): "
+            f"node {node} is not alive at {format_timestamp(timestamp)} (an edit replaced it, "
+            "or made it later): "
             "pass a --timestamp at which it exists, or use --point to export the object there"
         )
 
@@ -176,12 +184,16 @@ class MeshShards:
         self.sharding = info["sharding"]
         self.readers: Any = {} if readers is None else readers
 
+    def shard_of(self, node: int) -> str:
+        """The node's chunk shard, relative to the mesh dir."""
+        return layout.shard_key(self.codec, ids.chunk_id_of(self.codec, node))
+
     def reader(self, node: int) -> ShardReader | None:
         layer = ids.layer_of(node)
         spec = self.sharding.get(str(layer))
         if spec is None:
             return None
-        key = layout.shard_key(self.codec, ids.chunk_id_of(self.codec, node))
+        key = self.shard_of(node)
         found = self.readers.get(key)
         if found is None:
             folder, _, name = f"{self.mesh_cloudpath}/{key}".rpartition("/")
@@ -196,8 +208,7 @@ class MeshShards:
         where = None if reader is None else reader.locate(node)
         if where is None:
             return None
-        key = layout.shard_key(self.codec, ids.chunk_id_of(self.codec, node))
-        return FragmentLocation(int(node), key, int(where[0]), int(where[1]))
+        return FragmentLocation(int(node), self.shard_of(node), int(where[0]), int(where[1]))
 
     def get(self, node: int) -> bytes | None:
         reader = self.reader(node)
@@ -213,34 +224,24 @@ def highest_meshed(
 ) -> tuple[list[FragmentLocation], list[int]]:
     """The highest meshed nodes under ``node`` (sorted by id) and the layer-2 nodes without one.
 
-    What a viewer fetches for an object: export and the server's manifest both call this. Walks
-    down level by level (one ``children`` query per level); children never change, so no
-    timestamp is needed below a node alive at it. ``box`` ([start, stop) mip-0 voxels) keeps
-    only nodes whose chunk overlaps it.
+    What a viewer fetches for an object: export and the server's manifest both call this.
+    ``box`` ([start, stop) mip-0 voxels) keeps only nodes whose chunk overlaps it.
     """
-    from meshing_core.graph.nodes import chunk_overlaps
+    from meshing_core.graph.nodes import walk_down
 
-    bounds = None if box is None else (np.asarray(box[0]), np.asarray(box[1]))
     used: list[FragmentLocation] = []
     skipped: list[int] = []
-    frontier = [int(node)]
-    while frontier:
-        if bounds is not None:
-            frontier = [n for n in frontier if chunk_overlaps(graph.meta, n, bounds)]
-        descend: list[int] = []
-        for current in sorted(set(frontier)):
-            layer = ids.layer_of(current)
-            found = shards.locate(current) if layer <= max_layer else None
-            if found is not None:
-                used.append(found)
-            elif layer <= 2:
-                skipped.append(current)
-            else:
-                descend.append(current)
-        frontier = []
-        if descend:
-            for kids in graph.children(descend).values():
-                frontier.extend(int(k) for k in kids)
+
+    def visit(current: int) -> bool:
+        layer = ids.layer_of(current)
+        found = shards.locate(current) if layer <= max_layer else None
+        if found is not None:
+            used.append(found)
+        elif layer <= 2:
+            skipped.append(current)
+        return found is None and layer > 2
+
+    walk_down(graph, node, visit, box)
     return sorted(used, key=lambda f: f.node), sorted(skipped)
 
 

@@ -23,7 +23,12 @@ from starlette.middleware.cors import CORSMiddleware
 
 from meshing_core.errors import MeshingError
 from meshing_core.serve import meshing_api, segmentation_api
-from meshing_core.serve.data_files import DataFileError, DataFiles, byte_range
+from meshing_core.serve.data_files import (
+    DataFileError,
+    DataFiles,
+    RangeNotSatisfiable,
+    byte_range,
+)
 from meshing_core.serve.requests import ApiError, check_table
 from meshing_core.serve.served import ServedGraph
 from meshing_core.serve.viewer import client_dir, viewer_path, viewer_state, viewer_url
@@ -47,6 +52,8 @@ def _install_errors(app: FastAPI) -> None:
 
     @app.exception_handler(DataFileError)
     async def data_error(request: Request, exc: DataFileError) -> JSONResponse:
+        if isinstance(exc, RangeNotSatisfiable):
+            return _message(416, str(exc), headers={"Content-Range": f"bytes */{exc.size}"})
         return _message(exc.status, str(exc))
 
     @app.exception_handler(MeshingError)
@@ -105,13 +112,17 @@ def _data_routes(app: FastAPI, served: ServedGraph) -> None:
     async def data_file(request: Request) -> Response:
         """A plain Starlette endpoint: viewers make one of these per fragment."""
         check_table(served, request.path_params["table"])
-        stored = files.find(request.path_params["path"])
+        path = request.path_params["path"]
+        if files.root is not None:  # a few stat calls
+            stored = files.find(path)
+        else:  # requests to the bucket: off the event loop
+            stored = await run_in_threadpool(files.find, path)
         headers = {"Accept-Ranges": "bytes", "Cache-Control": "no-cache"}
         if stored.encoding:
             headers["Content-Encoding"] = stored.encoding
         span = byte_range(request.headers.get("range"), stored.size)
         if span is None:
-            if stored.path is not None:
+            if stored.path is not None and "range" not in request.headers:  # streamed
                 return FileResponse(stored.path, headers=headers, media_type=stored.media_type)
             data = b""
             if request.method == "GET":
@@ -129,6 +140,8 @@ def _data_routes(app: FastAPI, served: ServedGraph) -> None:
             data = files.read(stored, start, stop)  # a small local read: on the event loop
         elif request.method == "GET":
             data = await run_in_threadpool(files.read, stored, start, stop)
+        if request.method == "GET" and len(data) != stop - start:  # rewritten while we read
+            raise DataFileError(503, f"{stored.name} changed while it was read: ask again")
         headers["Content-Length"] = str(stop - start)
         return Response(data, status_code=206, headers=headers, media_type=stored.media_type)
 

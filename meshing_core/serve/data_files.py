@@ -51,36 +51,48 @@ def clean_relative(path: str) -> str:
     """``path`` as a relative POSIX path inside the dataset; refused if it could leave it."""
     if "\\" in path or "\x00" in path:
         raise DataFileError(400, f"bad path {path!r}: only plain relative paths are served")
-    parts = PurePosixPath(path).parts
-    if not parts or path.startswith("/") or any(p in ("..", ".") for p in parts):
+    parts = PurePosixPath(path).parts  # drops "." parts and repeated slashes
+    if not parts or path.startswith("/") or ".." in parts:
         raise DataFileError(
             404, f"no file {path!r} in this dataset: paths are relative and stay inside it"
         )
     return "/".join(parts)
 
 
-def byte_range(header: str | None, size: int) -> tuple[int, int] | None:
-    """[start, stop) of a ``Range: bytes=...`` header (the first range), None for the whole file.
+class RangeNotSatisfiable(DataFileError):
+    """A range wholly past the file's end (answered 416 with ``Content-Range: bytes */size``)."""
 
-    Raises a 416 ``DataFileError`` for a range that starts past the end or cannot be parsed.
+    def __init__(self, message: str, size: int):
+        super().__init__(416, message)
+        self.size = size
+
+
+def byte_range(header: str | None, size: int) -> tuple[int, int] | None:
+    """[start, stop) of a ``Range: bytes=...`` header, None for the whole file.
+
+    As HTTP says: a header that is not a valid byte range (another unit, end before start) is
+    ignored, and of several ranges the first is answered (clients of this server send one). A
+    range starting past the end raises ``RangeNotSatisfiable``.
     """
     if header is None:
         return None
     first = header.split(",", 1)[0].strip()
     match = _RANGE.match(first)
     if match is None or match.group(1) == match.group(2) == "":
-        raise DataFileError(416, f"bad Range header {header!r}: use bytes=START-END")
+        return None
     start_text, end_text = match.groups()
     if start_text == "":  # the last N bytes
-        start, stop = max(size - int(end_text), 0), size
-    else:
-        start = int(start_text)
-        stop = size if end_text == "" else min(int(end_text) + 1, size)
-    if start >= size or stop <= start:
-        raise DataFileError(
-            416, f"range {first} is outside the file ({size} bytes): ask for bytes 0-{size - 1}"
+        if int(end_text) == 0:
+            raise RangeNotSatisfiable(f"range {first} asks for no bytes", size)
+        return max(size - int(end_text), 0), size
+    start = int(start_text)
+    if end_text != "" and int(end_text) < start:
+        return None
+    if start >= size:
+        raise RangeNotSatisfiable(
+            f"range {first} is outside the file ({size} bytes): ask for bytes 0-{size - 1}", size
         )
-    return start, stop
+    return start, size if end_text == "" else min(int(end_text) + 1, size)
 
 
 class DataFiles:

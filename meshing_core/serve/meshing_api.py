@@ -14,13 +14,14 @@ import json
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
+from starlette.concurrency import run_in_threadpool
 
 from meshing_core import ids
 from meshing_core.graph.nodes import node_exists
 from meshing_core.mesh.export import FragmentLocation, highest_meshed
 from meshing_core.serve import requests as rq
 from meshing_core.serve.requests import ApiError
-from meshing_core.serve.segmentation_api import _threaded, json_body
+from meshing_core.serve.segmentation_api import json_body
 from meshing_core.serve.served import ServedGraph
 
 
@@ -59,11 +60,14 @@ def own_fragment(
     served: ServedGraph, node: int, start_layer: int, box: tuple[list[int], list[int]] | None
 ) -> list[FragmentLocation] | None:
     """The node's own fragment when it is the answer (the usual case for a root meshed at its
-    layer): one index lookup, cheap enough for the event loop. None: walk the graph."""
+    layer) and its local shard's reader is already cached: an in-memory index lookup, cheap
+    enough for the event loop. None: walk the graph (off the loop)."""
     shards = served.shards()
     if shards is None or served.max_layer is None or box is not None:
         return None
     if not 2 <= ids.layer_of(node) <= min(start_layer, served.max_layer):
+        return None
+    if not served.readers.holds(shards.shard_of(node)):
         return None
     found = shards.locate(node)
     return None if found is None else [found]
@@ -92,7 +96,7 @@ def build_router(served: ServedGraph) -> APIRouter:
         # ``verify`` is accepted and ignored: only stored fragments are ever listed
         found = own_fragment(served, node, top, box)
         if found is None:  # a walk down the graph: off the event loop
-            found = await _threaded(manifest, served, node, top, box, ts)
+            found = await run_in_threadpool(manifest, served, node, top, box, ts)
         prepend = rq.flag(query.get("prepend_seg_ids"))
         out: dict[str, Any] = {"fragments": [fragment_name(f, prepend) for f in found]}
         if rq.flag(query.get("return_seg_ids")) or rq.flag(str(options.get("return_seg_ids", ""))):

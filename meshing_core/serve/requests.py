@@ -18,7 +18,7 @@ from meshing_core.graph.nodes import in_id_space
 from meshing_core.serve.served import ServedGraph
 from meshing_core.timestamps import parse_timestamp
 
-_BOUNDS = re.compile(r"^(\d+)-(\d+)_(\d+)-(\d+)_(\d+)-(\d+)$")
+_BOUNDS = re.compile(r"^(-?\d+)-(-?\d+)_(-?\d+)-(-?\d+)_(-?\d+)-(-?\d+)$")
 TRUE = {"1", "true", "yes", "on", "t", "y"}
 
 
@@ -55,6 +55,8 @@ def timestamp_of(served: ServedGraph, value: str | None) -> float:
 
 def node_id(served: ServedGraph, text: str | int, what: str = "node id") -> int:
     """One id of this table's id space (layer and chunk in range); 400/404 otherwise."""
+    if isinstance(text, float | bool):  # a JSON number past 2**53 has already lost its bits
+        raise ApiError(400, f"bad {what} {text!r}: send ids as JSON integers or strings")
     try:
         node = int(text)
     except (TypeError, ValueError):
@@ -71,7 +73,21 @@ def node_id(served: ServedGraph, text: str | int, what: str = "node id") -> int:
 
 
 def node_ids(served: ServedGraph, values: Iterable[Any], what: str = "node id") -> np.ndarray:
+    """Ids from a JSON list, each checked as ``node_id`` does."""
     return np.array([node_id(served, v, what) for v in values], dtype=np.uint64)
+
+
+def layers_known(served: ServedGraph, nodes: np.ndarray) -> None:
+    """A batch of ids (roots_binary: up to 250,000) checked at once: layers the graph has."""
+    layers = ids.layers_of(nodes)
+    bad = np.flatnonzero((nodes != 0) & ((layers < 1) | (layers > served.meta.n_layers)))
+    if bad.size:
+        node = int(nodes[bad[0]])
+        raise ApiError(
+            404,
+            f"node id {node} is not a node of table {served.table!r} (layer "
+            f"{ids.layer_of(node)}, this graph has layers 1..{served.meta.n_layers})",
+        )
 
 
 def stop_layer_of(served: ServedGraph, value: str | int | None, default: int) -> int:
@@ -89,7 +105,7 @@ def stop_layer_of(served: ServedGraph, value: str | int | None, default: int) ->
 
 
 def bounds_of(value: str | None) -> tuple[list[int], list[int]] | None:
-    """``bounds=x0-x1_y0-y1_z0-z1`` (mip-0 voxels, [start, stop)) as (start, stop)."""
+    """``bounds=x0-x1_y0-y1_z0-z1`` (absolute mip-0 voxels, [start, stop)) as (start, stop)."""
     if value is None or value == "":
         return None
     match = _BOUNDS.match(value.strip())

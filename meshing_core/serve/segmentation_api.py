@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
 
 from meshing_core import ids
 from meshing_core.errors import MeshingError
@@ -162,8 +163,13 @@ def build_router(served: ServedGraph) -> APIRouter:
         raw = await raw_body(request)
         if len(raw) % 8:
             raise ApiError(400, "the body must be little-endian uint64 ids (a multiple of 8 bytes)")
-        nodes = rq.node_ids(served, np.frombuffer(raw, dtype="<u8").tolist())
-        found = await _threaded(ancestors_at, served, nodes, ts, layer)
+        nodes = np.frombuffer(raw, dtype="<u8").astype(np.uint64)
+
+        def work() -> np.ndarray:
+            rq.layers_known(served, nodes)
+            return ancestors_at(served, nodes, ts, layer)
+
+        found = await run_in_threadpool(work)
         return Response(found.astype("<u8").tobytes(), media_type="application/octet-stream")
 
     @router.post(base + "/roots")
@@ -177,8 +183,12 @@ def build_router(served: ServedGraph) -> APIRouter:
         rq.check_table(served, table)
         ts = rq.timestamp_of(served, timestamp)
         layer = rq.stop_layer_of(served, stop_layer, served.meta.n_layers)
-        nodes = rq.node_ids(served, body_node_ids(await json_body(request)))
-        found = await _threaded(ancestors_at, served, nodes, ts, layer)
+        requested = body_node_ids(await json_body(request))
+
+        def work() -> np.ndarray:
+            return ancestors_at(served, rq.node_ids(served, requested), ts, layer)
+
+        found = await run_in_threadpool(work)
         return {"root_ids": rq.json_ids(found.tolist(), rq.flag(int64_as_str))}
 
     @router.get(base + "/node/{node}/leaves")
@@ -221,7 +231,7 @@ def build_router(served: ServedGraph) -> APIRouter:
                 out[str(found)] = rq.json_ids(leaf_ids.tolist(), rq.flag(int64_as_str))
             return out
 
-        return await _threaded(work)
+        return await run_in_threadpool(work)
 
     @router.get(base + "/node/{node}/children")
     def children(
@@ -238,22 +248,19 @@ def build_router(served: ServedGraph) -> APIRouter:
     ) -> dict[str, Any]:
         rq.check_table(served, table)
         ts = rq.timestamp_of(served, timestamp)
-        nodes = rq.node_ids(served, body_node_ids(await json_body(request)))
-        return {"is_latest": await _threaded(latest, served, nodes, ts)}
+        requested = body_node_ids(await json_body(request))
+
+        def work() -> list[bool]:
+            return latest(served, rq.node_ids(served, requested), ts)
+
+        return {"is_latest": await run_in_threadpool(work)}
 
     def refuse(table: str) -> JSONResponse:
         rq.check_table(served, table)
-        return JSONResponse({"message": READ_ONLY}, status_code=405, headers={"Allow": "GET"})
+        return JSONResponse({"message": READ_ONLY}, status_code=405)
 
     for operation in WRITE_OPERATIONS:
         router.add_api_route(
             f"{base}/{operation}", refuse, methods=["POST", "PUT", "DELETE", "PATCH"]
         )
     return router
-
-
-async def _threaded(function: Any, *args: Any) -> Any:
-    """Run blocking graph work off the event loop (graph connections are per thread)."""
-    from starlette.concurrency import run_in_threadpool
-
-    return await run_in_threadpool(function, *args)

@@ -2,7 +2,8 @@
 timestamp lookups default to, and the mesh shards the manifest points into.
 
 The default timestamp is the one the meshes were made at (custom data ``mesh.initial_ts``), so
-a root found without a ``timestamp`` always has meshes. Shard readers (whose indices are the
+a root found without a ``timestamp`` always has meshes. That timestamp, the top meshed layer
+and the mesh info are read at start: a run at another timestamp needs a restart. Shard readers (whose indices are the
 expensive part of a manifest) are kept across requests in a bounded cache, keyed by the shard
 file's size and modification time when it is local, so a re-run's new shards are picked up.
 """
@@ -16,7 +17,7 @@ from collections import OrderedDict
 from typing import Any
 
 from meshing_core.config import GraphConfig
-from meshing_core.graph import open_graph
+from meshing_core.graph import open_again, open_graph
 from meshing_core.mesh.export import (
     MeshShards,
     max_meshed_layer,
@@ -28,7 +29,7 @@ from meshing_core.timestamps import format_timestamp
 
 log = logging.getLogger(__name__)
 
-SHARD_READERS = 4096  # a few MiB of decoded minishard indices at most per shard
+SHARD_READERS = 4096  # readers kept (each holds its shard's index and the minishards read)
 
 
 class ReaderCache:
@@ -60,6 +61,10 @@ class ReaderCache:
                 self.entries.move_to_end(key)
             return found
 
+    def holds(self, name: str) -> bool:
+        """Whether a local shard's reader is cached (its next lookups touch no storage)."""
+        return self.local is not None and self.get(name) is not None
+
     def __setitem__(self, name: str, reader: Any) -> None:
         key = self._key(name)
         with self.lock:
@@ -75,7 +80,9 @@ class ServedGraph:
         self.config = config
         self.table = config.name
         self._local = threading.local()
-        graph = self.graph()
+        graph = open_graph(config, read_only=True)
+        self._first = graph  # other threads open the same graph again (one fetch if remote)
+        self._local.graph = graph
         self.meta = graph.meta
         custom = graph.custom_data()
         self.timestamp = float(timestamp) if timestamp is not None else meshing_timestamp(custom)
@@ -94,7 +101,7 @@ class ServedGraph:
         """This thread's read-only graph (SQLite connections stay in the thread that made them)."""
         graph = getattr(self._local, "graph", None)
         if graph is None:
-            graph = open_graph(self.config, read_only=True)
+            graph = open_again(self._first, self.config)
             self._local.graph = graph
         return graph
 

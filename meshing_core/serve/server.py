@@ -17,6 +17,7 @@ from meshing_core.errors import MeshingError
 log = logging.getLogger(__name__)
 
 ENV = "MESHING_SERVE"  # JSON: the worker processes' settings
+GRACEFUL_SHUTDOWN_S = 3
 
 
 @dataclass(frozen=True)
@@ -68,7 +69,13 @@ def serve(settings: ServeSettings, announce: Callable[[str, object], None]) -> N
     app, served = build_app(settings)  # one-line errors before the port is taken
     announce(settings.base_url, served)
     level = "info" if logging.getLogger().isEnabledFor(logging.DEBUG) else "warning"
-    common = {"host": settings.host, "port": settings.port, "log_level": level}
+    # an open viewer tab holds an event stream: Ctrl-C must not wait for it to close
+    common = {
+        "host": settings.host,
+        "port": settings.port,
+        "log_level": level,
+        "timeout_graceful_shutdown": GRACEFUL_SHUTDOWN_S,
+    }
     if settings.workers == 1:
         uvicorn.run(app, **common)
         return

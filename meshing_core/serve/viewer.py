@@ -3,9 +3,9 @@ package) and a URL whose state shows the dataset as a graphene layer.
 
 That client is the one neuroglancer's Python server hosts: it must be loaded from
 ``/v/<token>/`` and it opens an event stream at ``/events/<token>``. With a state in the URL's
-fragment it takes the state from there and syncs nothing with the server, so the server only
-answers the stream with "nothing to send, do not reconnect soon" (the viewer here is the table
-name). Same origin means the browser needs no CORS to read the graph, the manifest and the
+fragment it takes the state from there and syncs nothing with the server, so the server holds
+that stream open with nothing to send (a closed one is reopened at once); the token here is the
+table name. Same origin means the browser needs no CORS to read the graph, the manifest and the
 fragments.
 """
 
