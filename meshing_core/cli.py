@@ -268,7 +268,13 @@ def _cmd_serve(args: argparse.Namespace) -> None:
 
         table = served.table
         print(f"serving table {table} read-only at {base} ({settings.workers} worker(s))")
-        print(f"  lookups default to {format_timestamp(served.timestamp)} (the meshing time)")
+        when = format_timestamp(served.timestamp)
+        if settings.timestamp is not None:
+            print(f"  lookups default to {when} (--timestamp)")
+        elif served.meshed_at is not None:
+            print(f"  lookups default to {when} (the time the meshes were made)")
+        else:
+            print(f"  lookups default to {when} (now: no meshing run has finished)")
         print(f"  cloud-volume / neuroglancer source: graphene://{base}/segmentation/table/{table}")
         if settings.viewer:
             print(f"  neuroglancer: {viewer_url(base, table, default_state(served, base))}")

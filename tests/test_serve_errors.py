@@ -200,3 +200,21 @@ def test_cli_refuses_bad_settings(meshed_example: Path):
     assert done.returncode == 2 and "--port" in done.stderr
     done = serve("--graph", str(meshed_example / "missing"))
     assert done.returncode == 2 and done.stderr.startswith("error:")
+
+
+def test_a_graph_not_meshed_yet(example_dir: Path, tmp_path: Path):
+    """Graph lookups work before any run; the manifest says what to run."""
+    from tools.graphene_server import graphene_server
+
+    log = tmp_path / "serve.log"
+    with graphene_server(example_dir, "--no-viewer", log=log) as base:
+        graph = open_graph(load_config(example_dir), read_only=True)
+        try:
+            meta = graph.meta
+            root = int(graph.chunk_nodes(meta.n_layers, (0, 0, 0), graph.history()[-1])[0])
+        finally:
+            graph.close()
+        response = requests.get(f"{base}/meshing/api/v1/table/{TABLE}/manifest/{root}:0")
+        assert "meshing_core run" in get_json_error(response, 404)
+        assert requests.get(f"{base}{SEG}/node/{root}/children").status_code == 200
+    assert "nothing is meshed" in log.read_text()

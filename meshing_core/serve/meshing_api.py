@@ -44,7 +44,11 @@ def manifest(
     """The fragments of ``node``'s highest meshed nodes at or below ``start_layer``."""
     shards = served.shards()
     if shards is None or served.max_layer is None:
-        raise ApiError(404, f"nothing is meshed in table {served.table!r}: run the meshing first")
+        raise ApiError(
+            404,
+            f"nothing is meshed in table {served.table!r}: run `python -m meshing_core run` on "
+            "its graph, then restart the server",
+        )
     graph = served.graph()
     unknown = ApiError(404, f"unknown node {node}: not a node of table {served.table!r}")
     if ids.layer_of(node) < 2:

@@ -21,11 +21,11 @@ from meshing_core.graph import open_again, open_graph
 from meshing_core.mesh.export import (
     MeshShards,
     max_meshed_layer,
+    meshed_at,
     meshing_timestamp,
     read_mesh_info,
 )
 from meshing_core.store.paths import local_path
-from meshing_core.timestamps import format_timestamp
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +85,7 @@ class ServedGraph:
         self._local.graph = graph
         self.meta = graph.meta
         custom = graph.custom_data()
+        self.meshed_at = meshed_at(custom)  # None: no run has finished
         self.timestamp = float(timestamp) if timestamp is not None else meshing_timestamp(custom)
         self.dataset_info = graph.dataset_info()
         self.max_layer = max_meshed_layer(config, custom, self.meta.n_layers)
@@ -92,10 +93,11 @@ class ServedGraph:
         if self.max_layer is not None:
             self.mesh_info = read_mesh_info(config)
         self.readers = ReaderCache(config.mesh_cloudpath)
-        log.info(
-            "serving table %s at %s (meshed up to layer %s)",
-            self.table, format_timestamp(self.timestamp), self.max_layer,
-        )  # fmt: skip
+        if self.max_layer is None:
+            log.warning(
+                "nothing is meshed in %s yet: graph lookups work, meshes will not (run "
+                "`python -m meshing_core run --graph %s`)", config.mesh_cloudpath, config.source,
+            )  # fmt: skip
 
     def graph(self) -> Any:
         """This thread's read-only graph (SQLite connections stay in the thread that made them)."""
