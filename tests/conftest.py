@@ -100,6 +100,47 @@ def standin(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     deactivate()
 
 
+# -- S3: moto's server on loopback, one per session (cloud-files and boto3 keep clients that
+# -- remember the endpoint, so every test module must see the same one) -------------------------
+S3_BUCKET = "meshes"
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint() -> Iterator[str]:
+    """moto's S3 server on loopback; stopped at the end."""
+    from moto.server import ThreadedMotoServer
+
+    from tools.airflow_env import free_port
+
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()  # returns once the server listens
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.stop()
+
+
+@pytest.fixture()
+def s3(s3_endpoint: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> str:
+    """The standard AWS environment pointing at moto (subprocesses inherit it), with the bucket."""
+    import boto3
+
+    for name, value in {
+        "AWS_ENDPOINT_URL_S3": s3_endpoint,
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_SESSION_TOKEN": "",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "MESHING_CACHE": str(tmp_path / "cache"),
+    }.items():
+        monkeypatch.setenv(name, value)
+    client = boto3.client("s3")
+    if S3_BUCKET not in [b["Name"] for b in client.list_buckets()["Buckets"]]:
+        client.create_bucket(Bucket=S3_BUCKET)
+    return f"s3://{S3_BUCKET}"
+
+
 # -- SQS: a real moto_server on loopback ------------------------------------------------------
 @pytest.fixture(scope="session")
 def sqs_endpoint() -> Iterator[str]:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from cli_support import REPO, run_cli
+from conftest import S3_BUCKET as BUCKET
 
 from meshing_core.datasets.synthetic import (
     neurite_volume,
@@ -16,8 +17,6 @@ from meshing_core.datasets.synthetic import (
     write_precomputed_segmentation,
 )
 from meshing_core.store.paths import to_cloudpath
-
-BUCKET = "meshes"
 
 
 def _free_port() -> int:
@@ -81,40 +80,6 @@ def _no_scheme_folders(*places: Path) -> None:
     for place in places:
         for name in ("s3:", "gs:", "s3", "gs"):
             assert not (place / name).exists(), f"a local folder {place / name} was created"
-
-
-@pytest.fixture(scope="module")
-def s3_endpoint() -> Iterator[str]:
-    """moto's S3 server on loopback with the bucket; stopped at the end."""
-    from moto.server import ThreadedMotoServer
-
-    port = _free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()  # returns once the server listens
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.stop()
-
-
-@pytest.fixture()
-def s3(s3_endpoint: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> str:
-    """The standard AWS environment pointing at moto (subprocesses inherit it)."""
-    import boto3
-
-    for name, value in {
-        "AWS_ENDPOINT_URL_S3": s3_endpoint,
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_SESSION_TOKEN": "",
-        "AWS_DEFAULT_REGION": "us-east-1",
-        "MESHING_CACHE": str(tmp_path / "cache"),
-    }.items():
-        monkeypatch.setenv(name, value)
-    client = boto3.client("s3")
-    if BUCKET not in [b["Name"] for b in client.list_buckets()["Buckets"]]:
-        client.create_bucket(Bucket=BUCKET)
-    return f"s3://{BUCKET}"
 
 
 def _remote_shards(url: str) -> dict[str, bytes]:

@@ -10,7 +10,7 @@ import requests
 from cli_support import run_cli
 from cloudvolume import CloudVolume
 from test_export import read_back, vertex_multiset
-from test_object_storage import _build, inputs, s3, s3_endpoint  # noqa: F401  (fixtures)
+from test_object_storage import _build, inputs  # noqa: F401  (a fixture)
 
 from meshing_core.config import load_config
 from meshing_core.graph import open_graph
@@ -20,7 +20,7 @@ from tools.graphene_server import graphene_server
 TS = "2021-03-02T00:00:00Z"
 
 
-def test_serve_a_dataset_on_s3(s3, inputs, tmp_path: Path):  # noqa: F811
+def test_serve_a_dataset_on_s3(s3: str, inputs, tmp_path: Path):  # noqa: F811
     url = f"{s3}/served"
     _build(inputs, url)
     run_cli("run", "--graph", f"{url}/graph.yaml", "--timestamp", TS, "--workers", "1")
