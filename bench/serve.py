@@ -142,6 +142,35 @@ def clients_rate(source: str, roots: list[int], clients: int) -> float:
     return clients * len(roots) / elapsed
 
 
+def floor_seconds(graph_yaml: Path, table: str, roots: list[int]) -> float:
+    """cloud-volume fetching every root's mesh from ``bench.serve_floor`` (a second pass: the
+    files are in its memory by then)."""
+    import os
+    import subprocess
+    import sys
+
+    from tools.airflow_env import free_port
+    from tools.graphene_server import stop, wait_ready
+
+    port = free_port()
+    command = [sys.executable, "-m", "uvicorn", "bench.serve_floor:build", "--factory"]
+    command += ["--port", str(port), "--log-level", "warning"]
+    log_file = TABLE_DIR / "floor.log"
+    env = {**os.environ, "SERVE_FLOOR_GRAPH": str(graph_yaml)}
+    with open(log_file, "wb") as out:
+        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_ready(process, f"{base}/segmentation/table/{table}/info", log_file, 120)
+        source = f"{base}/segmentation/table/{table}"
+        fetch_served(source, roots)
+        started = time.perf_counter()
+        fetch_served(source, roots)
+        return time.perf_counter() - started
+    finally:
+        stop(process)
+
+
 def measure(repeats: int = 3) -> Iterator[str]:
     """Report lines, each yielded as soon as its figure is measured."""
     from meshing_core.config import load_config
@@ -170,6 +199,13 @@ def measure(repeats: int = 3) -> Iterator[str]:
             f"same_vertices {same} server_seconds {server:.3f} bypass_seconds {bypass:.3f}"
         )
         yield f"RATIO serve_vs_bypass {server / bypass:.3f}"
+    floor = statistics.median(floor_seconds(graph_yaml, table, roots) for _ in range(repeats))
+    yield (
+        f"serve floor_seconds {floor:.3f} floor_vs_bypass {floor / bypass:.3f} (a bare ASGI app "
+        "answering from memory: no server can do better with this client)"
+    )
+    with graphene_server(graph_yaml, *server_args, log=log_file) as base:
+        served = f"{base}/segmentation/table/{table}"
         one = statistics.median(clients_rate(served, roots, 1) for _ in range(repeats))
         many = statistics.median(clients_rate(served, roots, CLIENTS) for _ in range(repeats))
         yield (

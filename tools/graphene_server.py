@@ -40,19 +40,20 @@ def graphene_server(
             command, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})}
         )
     try:
-        _wait_ready(process, base, log, timeout)
+        wait_ready(process, base + READY, log, timeout)
         yield base
     finally:
         stop(process)
 
 
-def _wait_ready(process: subprocess.Popen, base: str, log: Path, timeout: float) -> None:
+def wait_ready(process: subprocess.Popen, url: str, log: Path, timeout: float) -> None:
+    """Until ``url`` answers 200 (bounded); the server's log in the error otherwise."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise RuntimeError(f"the server exited ({process.returncode}): {log.read_text()}")
         with contextlib.suppress(requests.RequestException):
-            if requests.get(base + READY, timeout=2).status_code == 200:
+            if requests.get(url, timeout=2).status_code == 200:
                 return
         time.sleep(0.2)
     raise TimeoutError(f"the server did not answer within {timeout:.0f} s: {log.read_text()}")
