@@ -98,6 +98,33 @@ def known_node(served: ServedGraph, text: str, timestamp: float) -> int:
     return node
 
 
+def leaves_options(
+    served: ServedGraph,
+    table: str,
+    bounds: str | None,
+    stop_layer: str | None,
+    timestamp: str | None,
+) -> tuple[float, tuple[list[int], list[int]] | None, int]:
+    """``leaves`` and ``leaves_many``'s query: (timestamp, bounds box, stop layer)."""
+    rq.check_table(served, table)
+    ts = rq.timestamp_of(served, timestamp)
+    return ts, rq.bounds_of(bounds), rq.stop_layer_of(served, stop_layer, 1)
+
+
+def leaves_of(
+    served: ServedGraph,
+    text: str,
+    timestamp: float,
+    box: tuple[list[int], list[int]] | None,
+    stop_layer: int,
+    as_str: bool,
+) -> tuple[int, list[int] | list[str]]:
+    """One node's id and its descendants at ``stop_layer`` within ``box``, as JSON ids."""
+    node = known_node(served, text, timestamp)
+    found = descendants(served.graph(), node, stop_layer=stop_layer, box=box)
+    return node, rq.json_ids(found.tolist(), as_str)
+
+
 def latest(served: ServedGraph, nodes: np.ndarray, timestamp: float) -> list[bool]:
     """Whether each node is alive at ``timestamp`` (one chunk query per distinct chunk)."""
     graph = served.graph()
@@ -200,13 +227,9 @@ def build_router(served: ServedGraph) -> APIRouter:
         timestamp: str | None = None,
         int64_as_str: str | None = None,
     ) -> dict[str, Any]:
-        rq.check_table(served, table)
-        ts = rq.timestamp_of(served, timestamp)
-        box = rq.bounds_of(bounds)
-        layer = rq.stop_layer_of(served, stop_layer, 1)
-        found = known_node(served, node, ts)
-        leaf_ids = descendants(served.graph(), found, stop_layer=layer, box=box)
-        return {"leaf_ids": rq.json_ids(leaf_ids.tolist(), rq.flag(int64_as_str))}
+        ts, box, layer = leaves_options(served, table, bounds, stop_layer, timestamp)
+        _, leaf_ids = leaves_of(served, node, ts, box, layer, rq.flag(int64_as_str))
+        return {"leaf_ids": leaf_ids}
 
     @router.post(base + "/node/leaves_many")
     async def leaves_many(
@@ -217,19 +240,13 @@ def build_router(served: ServedGraph) -> APIRouter:
         timestamp: str | None = None,
         int64_as_str: str | None = None,
     ) -> dict[str, Any]:
-        rq.check_table(served, table)
-        ts = rq.timestamp_of(served, timestamp)
-        box = rq.bounds_of(bounds)
-        layer = rq.stop_layer_of(served, stop_layer, 1)
+        ts, box, layer = leaves_options(served, table, bounds, stop_layer, timestamp)
         requested = body_node_ids(await json_body(request))
 
         def work() -> dict[str, Any]:
-            out: dict[str, Any] = {}
-            for text in requested:
-                found = known_node(served, str(text), ts)
-                leaf_ids = descendants(served.graph(), found, stop_layer=layer, box=box)
-                out[str(found)] = rq.json_ids(leaf_ids.tolist(), rq.flag(int64_as_str))
-            return out
+            as_str = rq.flag(int64_as_str)
+            found = (leaves_of(served, str(t), ts, box, layer, as_str) for t in requested)
+            return {str(node): leaf_ids for node, leaf_ids in found}
 
         return await run_in_threadpool(work)
 
