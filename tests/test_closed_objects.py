@@ -70,8 +70,10 @@ def test_gala_objects_are_closed(gala_objects) -> None:
 
 def test_thin_tube_objects_are_closed(tube_objects) -> None:
     _common(tube_objects)
+    for obj in tube_objects:  # simplification flattening both sides of a seam into one plane
+        assert obj.ours.nonmanifold <= obj.raw.nonmanifold, obj  # made 3 objects non-manifold
     closed = sum(obj.ours.closed for obj in tube_objects)
-    assert closed >= 0.8 * len(tube_objects)  # measured: 30 of 35 (was 3 of 35)
+    assert closed >= len(tube_objects) - 2  # measured: 33 of 35 (was 30, and 3 before seams)
 
 
 @pytest.mark.xfail(

@@ -224,3 +224,21 @@ def test_bad_input_is_a_one_line_user_error(labels, resolution, max_error, match
     with pytest.raises(KernelInputError, match=match) as err:
         mesh_labels(labels, resolution, (0, 0, 0), max_error)
     assert isinstance(err.value, MeshingError) and "\n" not in str(err.value)
+
+
+def test_a_triangle_flattened_into_a_seam_plane_is_repaired() -> None:
+    """Simplification may press a surface into the chunk's own first voxel layer, where the
+    neighbour chunk's surface reaches too: such a triangle counts as damage, a raw one does not."""
+    res = np.array([8.0, 8.0, 40.0])
+    shape = (6, 6, 6)  # a chunk of 4 voxels per axis and its margin: own layers at 1 and 4
+    grid = np.array([[1, 0, 0], [1, 2, 0], [1, 0, 2], [2.5, 2, 2], [1, 3, 3]], dtype=float)
+    vertices = (grid * res).astype(np.float32)
+    planes = simplify.seam_planes(vertices, shape, res)
+    assert planes is not None and planes.tolist() == [1, 1, 1, 0, 1]  # x = 1: bit 0
+    raw = np.array([[0, 1, 3], [1, 2, 3], [2, 0, 3], [1, 4, 2]], dtype=np.uint32)
+    simplified = np.array([[0, 1, 2], [1, 4, 2]], dtype=np.uint32)  # (0, 1, 2) is new, in x = 1
+    locked = np.zeros(len(vertices), dtype=np.uint8)
+    found = simplify.topology_damage(vertices, raw, simplified, locked, planes=planes)
+    assert {0, 1, 2} <= set(found.tolist())
+    # the raw mesh's own triangle in that plane, (1, 4, 2), is not damage
+    assert simplify.topology_damage(vertices, raw, raw, locked, planes=planes).size == 0

@@ -101,8 +101,9 @@ def mesh_labels(
     welded = None
     if grid is not None:
         welded = grid.stored_ids([v.astype(np.float64) + offset for _, v, _, _ in found])
+    planes = [seam_planes(v, labels.shape, res) for _, v, _, _ in found]
     kept = simplify_bounded(
-        [(v, f, lock) for _, v, f, lock in found], max_error, target_fraction, welded
+        [(v, f, lock) for _, v, f, lock in found], max_error, target_fraction, welded, planes
     )
     return {
         label: _compact(vertices, faces, offset)
@@ -115,6 +116,7 @@ def simplify_bounded(
     max_error: float,
     target_fraction: float = DEFAULT_TARGET_FRACTION,
     welded: Sequence[np.ndarray | None] | None = None,
+    planes: Sequence[np.ndarray | None] | None = None,
 ) -> list[np.ndarray]:
     """Simplified triangles of each (vertices, faces, locked) with every vertex within the bound.
 
@@ -151,6 +153,7 @@ def simplify_bounded(
             folded = topology_damage(
                 vertices, faces, trial[i], locks[i], None if welded is None else welded[i],
                 raw_uses=raw_uses.setdefault(i, {}),
+                planes=None if planes is None else planes[i],
             )  # fmt: skip
             if len(bad) == 0 and len(folded) == 0:
                 results[i] = trial[i]
@@ -181,6 +184,7 @@ def topology_damage(
     welded: np.ndarray | None = None,
     *,
     raw_uses: dict | None = None,
+    planes: np.ndarray | None = None,
 ) -> np.ndarray:
     """Raw vertices to lock where simplification made edges non-manifold or opened new rims.
 
@@ -193,8 +197,20 @@ def topology_damage(
     again and repair converges. ``raw_uses``: a dict kept by the caller per raw mesh, where the
     raw mesh's rims and non-manifold edges are kept once found (repair rounds judge the same
     raw mesh).
+
+    ``planes`` (a bit per seam plane a vertex lies on, ``seam_planes``): a triangle lying in a
+    seam plane is damage too. The chunk on the other side of the seam simplifies its own
+    surface there, and a surface each side flattened into the shared plane overlaps the
+    other's: an edge of both, used four times once stitched, that neither chunk can see.
     """
     ids = np.arange(len(vertices)) if welded is None else np.asarray(welded, dtype=np.int64)
+    flat = _in_seam_plane(faces, planes)
+    if len(flat):  # the raw mesh's own triangles in a seam plane (none seen) are not damage
+        cache = {} if raw_uses is None else raw_uses
+        if "flat" not in cache:
+            cache["flat"] = _row_set(_in_seam_plane(raw_faces, planes))
+        if len(cache["flat"]):
+            flat = flat[~np.isin(_row_set(flat, unique=False), cache["flat"])]
     edges, counts = edge_uses(_proper(ids[faces]))
     damaged = edges[counts > 2]
     rims = edges[counts == 1]
@@ -211,17 +227,52 @@ def topology_damage(
         if len(rims):
             rims = rims[~np.isin(rims @ [width, 1], cache["rims"])]
         damaged = np.concatenate([damaged.reshape(-1, 2), rims.reshape(-1, 2)])
-    if len(damaged) == 0:
+    if len(damaged) == 0 and len(flat) == 0:
         return np.zeros(0, dtype=np.int64)
     ends = np.zeros(int(ids.max()) + 1, dtype=bool)
     ends[damaged.reshape(-1)] = True
     region = ends[ids]
+    region[flat.reshape(-1)] = True
     while True:  # one raw ring at a time until something new gets locked
         grown = region.copy()
         grown[raw_faces[region[raw_faces].any(axis=1)].reshape(-1)] = True
         if grown.sum() == region.sum() or (grown & ~locked.astype(bool)).any():
             return np.flatnonzero(grown)
         region = grown
+
+
+def seam_planes(vertices: np.ndarray, shape: Sequence[int], res: np.ndarray) -> np.ndarray | None:
+    """Per vertex, a bit for each seam plane it lies on (None: none does).
+
+    A seam plane here is the chunk's own first or last voxel layer along an axis, one voxel
+    inside the meshed array (which holds a one-voxel margin): the neighbour chunk's margin.
+    Both chunks' meshes reach these planes, and simplification can flatten either side's
+    surface into one; kept out of its own two, a chunk never shares a plane with its neighbour.
+    """
+    grid = vertices.astype(np.float64) / res
+    last = np.asarray(shape, dtype=np.float64) - 1.0
+    bits = np.zeros(len(vertices), dtype=np.uint8)
+    for axis in range(3):
+        for k, plane in enumerate((1.0, last[axis] - 1.0)):
+            on = np.abs(grid[:, axis] - plane) < 1e-3
+            bits[on] |= np.uint8(1 << (2 * axis + k))
+    return bits if bits.any() else None
+
+
+def _in_seam_plane(faces: np.ndarray, planes: np.ndarray | None) -> np.ndarray:
+    """Triangles (as rows of corners) whose three corners lie on one seam plane."""
+    if planes is None or len(faces) == 0:
+        return np.zeros((0, 3), dtype=np.int64)
+    tris = np.asarray(faces, dtype=np.int64).reshape(-1, 3)
+    common = planes[tris[:, 0]] & planes[tris[:, 1]] & planes[tris[:, 2]]
+    return tris[common != 0]
+
+
+def _row_set(tris: np.ndarray, unique: bool = True) -> np.ndarray:
+    """Triangles as comparable scalars (corner order ignored), exact for any vertex count."""
+    rows = np.ascontiguousarray(np.sort(tris, axis=1).astype(np.int64))
+    keys = rows.view(np.dtype((np.void, rows.dtype.itemsize * 3))).reshape(-1)
+    return np.unique(keys) if unique else keys
 
 
 def _proper(faces: np.ndarray) -> np.ndarray:
