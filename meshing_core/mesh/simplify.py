@@ -204,9 +204,9 @@ def topology_damage(
     other's: an edge of both, used four times once stitched, that neither chunk can see.
     """
     ids = np.arange(len(vertices)) if welded is None else np.asarray(welded, dtype=np.int64)
+    cache = {} if raw_uses is None else raw_uses  # what is known of the raw mesh
     flat = _in_seam_plane(faces, planes)
     if len(flat):  # the raw mesh's own triangles in a seam plane (none seen) are not damage
-        cache = {} if raw_uses is None else raw_uses
         if "flat" not in cache:
             cache["flat"] = _row_set(_in_seam_plane(raw_faces, planes))
         if len(cache["flat"]):
@@ -216,7 +216,6 @@ def topology_damage(
     rims = edges[counts == 1]
     if len(damaged) or len(rims):
         width = np.int64(int(ids.max()) + 1)  # an edge (a < b) as one key a * width + b
-        cache = {} if raw_uses is None else raw_uses
         if "rims" not in cache:  # the raw mesh's own rims and non-manifold edges (few)
             raw_edges, raw_counts = edge_uses(_proper(ids[raw_faces]))
             cache["rims"] = raw_edges[raw_counts == 1] @ [width, 1]
