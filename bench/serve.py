@@ -9,8 +9,8 @@ once and reused), cloud-volume fetches the mesh of every root:
   ids found beforehand, not timed) and the same multi-level stitching ``get`` does.
 
 ``serve_vs_bypass`` = server seconds / bypass seconds (medians). ``serve_concurrency_speedup`` =
-meshes per second with 8 client processes, each fetching every root's mesh, / with one; the
-server runs 2 worker processes. Clients are started and ready (imports, volume opened) before
+meshes per second with 8 client processes, each fetching every ``SHARE``-th root's mesh (each
+root twice in all), / with one fetching every root's; the server runs 2 worker processes. Clients are started and ready (imports, volume opened) before
 the clock starts.
 """
 
@@ -31,6 +31,9 @@ from bench.stitch import SPEC
 log = logging.getLogger(__name__)
 TABLE_DIR = OUT / "serve"
 CLIENTS = 8
+#: In the concurrent run each client fetches every SHARE-th root: twice one client's work in all,
+#: about ten seconds here (every root from every client took four times as long, for the same rate).
+SHARE = 4
 SERVER_WORKERS = 2
 TOKEN = {"token": "0123abcd"}
 
@@ -123,14 +126,14 @@ def _client(source: str, roots: list[int], ready, results) -> None:  # noqa: ANN
     results.put((started, time.perf_counter()))
 
 
-def clients_rate(source: str, roots: list[int], clients: int) -> float:
-    """Meshes per second with ``clients`` processes each fetching every root's mesh."""
+def clients_rate(source: str, roots: list[int], clients: int, share: int = 1) -> float:
+    """Meshes per second with ``clients`` processes, client k fetching ``roots[k % share::share]``."""
     context = multiprocessing.get_context("spawn")
     ready = context.Barrier(clients + 1)
     results = context.Queue()
+    parts = [roots[k % share :: share] for k in range(clients)]
     processes = [
-        context.Process(target=_client, args=(source, roots, ready, results))
-        for _ in range(clients)
+        context.Process(target=_client, args=(source, part, ready, results)) for part in parts
     ]
     for process in processes:
         process.start()
@@ -139,7 +142,7 @@ def clients_rate(source: str, roots: list[int], clients: int) -> float:
     for process in processes:
         process.join(60)
     elapsed = max(end for _, end in spans) - min(start for start, _ in spans)
-    return clients * len(roots) / elapsed
+    return sum(len(part) for part in parts) / elapsed
 
 
 def floor_seconds(graph_yaml: Path, table: str, roots: list[int]) -> float:
@@ -207,7 +210,9 @@ def measure(repeats: int = 3) -> Iterator[str]:
     with graphene_server(graph_yaml, *server_args, log=log_file) as base:
         served = f"{base}/segmentation/table/{table}"
         one = statistics.median(clients_rate(served, roots, 1) for _ in range(repeats))
-        many = statistics.median(clients_rate(served, roots, CLIENTS) for _ in range(repeats))
+        many = statistics.median(
+            clients_rate(served, roots, CLIENTS, SHARE) for _ in range(repeats)
+        )
         yield (
             f"serve meshes_per_second one_client {one:.1f} {CLIENTS}_clients {many:.1f} "
             f"(server workers {SERVER_WORKERS})"

@@ -27,7 +27,7 @@ DENSE = DatasetSpec(
     shape=(768, 768, 128), chunk_size=(64, 64, 32), max_error=20.0, objects=3
 )  # 12x12x4 layer-2 chunks: layers 2..6
 DENSE_NAME = "stitch_dense"
-MAX_SAMPLED = 6  # tasks per layer measured in their own process (the biggest ones)
+MAX_SAMPLED = 4  # tasks per layer measured in their own process (the biggest ones)
 FLOOR_BYTES = 16 * 2**20
 Coords = tuple[int, int, int]
 
