@@ -12,6 +12,7 @@ from meshing_core.mesh.draco_grid import (
     encode_draco,
     layer2_grid,
     requantised_grid,
+    split_flat,
 )
 
 
@@ -134,6 +135,25 @@ def test_triangles_flattened_by_the_grid_are_collapsed_not_stored() -> None:
     points, tris = np.asarray(ours.points).reshape(-1, 3), np.asarray(ours.faces).reshape(-1, 3)
     assert _edge_uses(points, tris) == (0, 0, 0)
     assert len(tris) < len(faces)
+
+
+def test_two_flat_triangles_on_one_line_are_split_by_their_outer_neighbours() -> None:
+    """Two flat triangles sharing their long edge (four grid points on one line, seen at layer 4
+    of the gala crop): neither can be split by the other alone; both go, no edge count moves."""
+    from meshing_core.mesh.closedness import edge_uses
+
+    line = [54.0, 55.8, 52.8, 55.2]  # y of corners 0..3, all at x = z = 0
+    points = np.array([[0.0, y, 0.0] for y in line] + [[1, 54.5, 0], [-1, 54.5, 0]])
+    flat = [[0, 1, 2], [1, 3, 2]]  # long edges 1 -> 2 and 2 -> 1
+    outer = [[1, 0, 4], [0, 2, 4], [3, 1, 5], [2, 3, 5]]  # across their short edges
+    faces = np.array(flat + outer)
+    tris = split_flat(points, faces)
+    corners = points[tris]
+    area = np.linalg.norm(
+        np.cross(corners[:, 1] - corners[:, 0], corners[:, 2] - corners[:, 0]), axis=1
+    )
+    assert (area > 0).all()
+    assert np.bincount(edge_uses(tris)[1]).tolist() == np.bincount(edge_uses(faces)[1]).tolist()
 
 
 def _same_partition(a: np.ndarray, b: np.ndarray) -> bool:

@@ -94,6 +94,18 @@ def test_bound_holds_on_gala(gala_labels):
     assert worst_deviation(gala_labels, resolution, (0, 0, 0), meshes, 16.0) <= 16.0 + 1e-6
 
 
+def test_isotropic_voxels_ask_meshoptimizer_for_more_of_the_bound(gala_labels):
+    """On isotropic voxels a larger target keeps fewer triangles; the bound is still measured."""
+    assert simplify.target_fraction_for((10.0, 10.0, 10.0)) == simplify.ISOTROPIC_TARGET_FRACTION
+    assert simplify.target_fraction_for(ANISO) == simplify.DEFAULT_TARGET_FRACTION
+    resolution = (10.0, 10.0, 10.0)
+    chosen = mesh_labels(gala_labels, resolution, (0, 0, 0), 10.0)
+    cautious = mesh_labels(gala_labels, resolution, (0, 0, 0), 10.0, target_fraction=0.375)
+    triangles = [sum(len(f) for _, f in m.values()) for m in (chosen, cautious)]
+    assert triangles[0] < 0.85 * triangles[1], triangles
+    assert worst_deviation(gala_labels, resolution, (0, 0, 0), chosen, 10.0) <= 10.0 + 1e-6
+
+
 @pytest.mark.parametrize("target", [10.0, 80.0])
 def test_far_vertices_matches_brute_force(synthetic, target):
     """The batched, mostly-certified check finds exactly the vertices a plain query finds."""

@@ -241,7 +241,6 @@ def split_flat(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
             owner[(a, b)] = owner[(b, c)] = owner[(c, a)] = index
         drop: set[int] = set()
         added: list[list[int]] = []
-        flats = frozenset(flat.tolist())
         for index in flat.tolist():
             if index in drop:
                 continue
@@ -251,8 +250,10 @@ def split_flat(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
             k = int(np.argmax(lengths))  # the long edge runs tri[k] -> tri[k+1]
             a, c, b = tri[k], tri[(k + 1) % 3], tri[(k + 2) % 3]
             across = owner.get((c, a))
-            if across is not None and (across in drop or across in flats):
-                continue  # its neighbour changes this round too: next round
+            if across is not None and across in drop:
+                continue  # its neighbour changed this round already: next round
+            # a flat neighbour (two flat triangles on one line) is split the same way: both
+            # halves are flat again, one corner shorter, and their outer neighbours split them
             drop.add(index)
             if across is None:
                 continue
