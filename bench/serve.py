@@ -117,37 +117,46 @@ def fetch_bypass(graph_yaml: Path, fragments: dict[int, list[int]]) -> int:
     return vertices
 
 
-def _client(source: str, roots: list[int], ready, results) -> None:  # noqa: ANN001
+def _client(source: str, roots: list[int], rounds: int, ready, results) -> None:  # noqa: ANN001
     from cloudvolume import CloudVolume  # noqa: F401  (imported before the clock starts)
 
-    ready.wait()
-    started = time.perf_counter()
-    fetch_served(source, roots)
-    results.put((started, time.perf_counter()))
+    for _ in range(rounds):
+        ready.wait()
+        started = time.perf_counter()
+        fetch_served(source, roots)
+        results.put((started, time.perf_counter()))
 
 
-def clients_rate(source: str, roots: list[int], clients: int, share: int = 1) -> float:
-    """Meshes per second with ``clients`` processes, client k fetching ``roots[k % share::share]``."""
+def clients_rate(
+    source: str, roots: list[int], clients: int, share: int = 1, rounds: int = 1
+) -> float:
+    """Meshes per second with ``clients`` processes, client k fetching ``roots[k % share::share]``:
+    the median of ``rounds`` rounds, every client starting each round together (processes are
+    started once)."""
     context = multiprocessing.get_context("spawn")
     ready = context.Barrier(clients + 1)
     results = context.Queue()
     parts = [roots[k % share :: share] for k in range(clients)]
     processes = [
-        context.Process(target=_client, args=(source, part, ready, results)) for part in parts
+        context.Process(target=_client, args=(source, part, rounds, ready, results))
+        for part in parts
     ]
     for process in processes:
         process.start()
-    ready.wait(timeout=120)
-    spans = [results.get(timeout=600) for _ in processes]
+    rates = []
+    for _ in range(rounds):
+        ready.wait(timeout=120)
+        spans = [results.get(timeout=600) for _ in processes]
+        elapsed = max(end for _, end in spans) - min(start for start, _ in spans)
+        rates.append(sum(len(part) for part in parts) / elapsed)
     for process in processes:
         process.join(60)
-    elapsed = max(end for _, end in spans) - min(start for start, _ in spans)
-    return sum(len(part) for part in parts) / elapsed
+    return statistics.median(rates)
 
 
-def floor_seconds(graph_yaml: Path, table: str, roots: list[int]) -> float:
-    """cloud-volume fetching every root's mesh from ``bench.serve_floor`` (a second pass: the
-    files are in its memory by then)."""
+def floor_seconds(graph_yaml: Path, table: str, roots: list[int], repeats: int) -> float:
+    """cloud-volume fetching every root's mesh from ``bench.serve_floor``: the median of
+    ``repeats`` passes after a first one (the files are in its memory by then)."""
     import os
     import subprocess
     import sys
@@ -167,9 +176,12 @@ def floor_seconds(graph_yaml: Path, table: str, roots: list[int]) -> float:
         wait_ready(process, f"{base}/segmentation/table/{table}/info", log_file, 120)
         source = f"{base}/segmentation/table/{table}"
         fetch_served(source, roots)
-        started = time.perf_counter()
-        fetch_served(source, roots)
-        return time.perf_counter() - started
+        passes = []
+        for _ in range(repeats):
+            started = time.perf_counter()
+            fetch_served(source, roots)
+            passes.append(time.perf_counter() - started)
+        return statistics.median(passes)
     finally:
         stop(process)
 
@@ -202,17 +214,15 @@ def measure(repeats: int = 3) -> Iterator[str]:
             f"same_vertices {same} server_seconds {server:.3f} bypass_seconds {bypass:.3f}"
         )
         yield f"RATIO serve_vs_bypass {server / bypass:.3f}"
-    floor = statistics.median(floor_seconds(graph_yaml, table, roots) for _ in range(repeats))
+    floor = floor_seconds(graph_yaml, table, roots, repeats)
     yield (
         f"serve floor_seconds {floor:.3f} floor_vs_bypass {floor / bypass:.3f} (a bare ASGI app "
         "answering from memory: no server can do better with this client)"
     )
     with graphene_server(graph_yaml, *server_args, log=log_file) as base:
         served = f"{base}/segmentation/table/{table}"
-        one = statistics.median(clients_rate(served, roots, 1) for _ in range(repeats))
-        many = statistics.median(
-            clients_rate(served, roots, CLIENTS, SHARE) for _ in range(repeats)
-        )
+        one = clients_rate(served, roots, 1, rounds=repeats)
+        many = clients_rate(served, roots, CLIENTS, SHARE, rounds=repeats)
         yield (
             f"serve meshes_per_second one_client {one:.1f} {CLIENTS}_clients {many:.1f} "
             f"(server workers {SERVER_WORKERS})"

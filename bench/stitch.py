@@ -1,7 +1,8 @@
 """Meshing every layer (2..root) of a 5-layer synthetic dataset: time, output and task memory.
 
 Layers are meshed with ``mesh_layer`` and the default workers at one timestamp. Then stitching
-tasks (layer >= 3) are re-run one per fresh process (``bench.stitch_worker``) to read their
+tasks (layer >= 3) are re-run one per fresh process (``bench.stitch_worker``; two at a time below
+the top layer, whose task runs alone for its timing) to read their
 own peak RSS: all chunks of the top two layers, and in bigger layers the chunks whose children
 hold the most shard bytes. Memory should follow the largest single node mesh a task builds,
 not the number of descendants.
@@ -13,6 +14,7 @@ import logging
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,6 +30,7 @@ DENSE = DatasetSpec(
 )  # 12x12x4 layer-2 chunks: layers 2..6
 DENSE_NAME = "stitch_dense"
 MAX_SAMPLED = 4  # tasks per layer measured in their own process (the biggest ones)
+PARALLEL_TASKS = 2  # measuring processes at a time below the top layer
 FLOOR_BYTES = 16 * 2**20
 Coords = tuple[int, int, int]
 
@@ -155,9 +158,18 @@ def run(
     l2_chunks = iter_chunks((0, 0, 0), tuple(meta.layer_chunk_bounds(2)))
     biggest = max(l2_chunks, key=lambda c: shard_bytes(config, meta, 2, c))
     layers[0].l2_peak_mib = peak_rss(graph_yaml, timestamp, biggest)
-    for figures in layers[1:]:
-        for coords in sample_chunks(config, meta, figures.layer):
-            figures.tasks.append(measure_task(graph_yaml, timestamp, figures.layer, coords))
+    # below the top, tasks are measured two processes at a time (each reads its own peak RSS;
+    # their seconds are not reported); the top layer's task runs alone: its seconds are timed
+    jobs = [(f, c) for f in layers[1:-1] for c in sample_chunks(config, meta, f.layer)]
+    with ThreadPoolExecutor(PARALLEL_TASKS) as pool:
+        measured = pool.map(
+            lambda job: measure_task(graph_yaml, timestamp, job[0].layer, job[1]), jobs
+        )
+        for (figures, _), task in zip(jobs, measured, strict=True):
+            figures.tasks.append(task)
+    top = layers[-1]
+    for coords in sample_chunks(config, meta, top.layer):
+        top.tasks.append(measure_task(graph_yaml, timestamp, top.layer, coords))
     return spec, build_seconds, layers
 
 
