@@ -59,9 +59,9 @@ def chunk_labels(graph: ChunkedGraphReader, block: ChunkBlock, timestamp: float)
     roots = np.asarray(graph.roots(present, timestamp), dtype=np.uint64)
     root_of = dict(zip(present.tolist(), roots.tolist(), strict=True))
     parent_of = dict(zip(unique.tolist(), parents.tolist(), strict=True))
-    l2 = fastremap.remap(svs, {0: 0, **parent_of}).astype(np.uint64)
+    l2 = fastremap.remap(svs, {0: 0, **parent_of}).astype(np.uint64, copy=False)
     root_map = {0: 0, **{sv: root_of[p] for sv, p in parent_of.items()}}
-    root_volume = fastremap.remap(svs, root_map).astype(np.uint64)
+    root_volume = fastremap.remap(svs, root_map).astype(np.uint64, copy=False)
     return ChunkLabels(margin_labels(l2, root_volume, block.box), root_volume, root_of, block.box)
 
 
