@@ -10,8 +10,8 @@ once and reused), cloud-volume fetches the mesh of every root:
 
 ``serve_vs_bypass`` = server seconds / bypass seconds (medians). ``serve_concurrency_speedup`` =
 meshes per second with 8 client processes, each fetching every ``SHARE``-th root's mesh (each
-root twice in all), / with one fetching every root's; the server runs 2 worker processes. Clients are started and ready (imports, volume opened) before
-the clock starts.
+root twice in all), / with one fetching every root's; the server runs 2 worker processes.
+Clients are started and ready (imports, volume opened) before the clock starts.
 """
 
 from __future__ import annotations

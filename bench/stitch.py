@@ -2,8 +2,7 @@
 
 Layers are meshed with ``mesh_layer`` and the default workers at one timestamp. Then stitching
 tasks (layer >= 3) are re-run one per fresh process (``bench.stitch_worker``; two at a time below
-the top layer, whose task runs alone for its timing) to read their
-own peak RSS: all chunks of the top two layers, and in bigger layers the chunks whose children
+the top layer, whose task runs alone for its timing) to read their own peak RSS: all chunks of the top two layers, and in bigger layers the chunks whose children
 hold the most shard bytes. Memory should follow the largest single node mesh a task builds,
 not the number of descendants.
 """

@@ -243,8 +243,7 @@ def topology_damage(
     damaged = edges[counts > 2]
     rims = edges[counts == 1]
     if len(damaged) or len(rims):
-        width = np.int64(int(ids.max()) + 1)  # an edge (a < b) as one key a * width + b
-        _raw_edge_defects(ids, raw_faces, cache)
+        width = _raw_edge_defects(ids, raw_faces, cache)  # an edge (a < b): a * width + b
         if len(damaged):
             damaged = damaged[~np.isin(damaged @ [width, 1], cache["nonmanifold"])]
         if len(rims):
@@ -264,18 +263,19 @@ def topology_damage(
         region = grown
 
 
-def _raw_edge_defects(ids: np.ndarray, raw_faces: np.ndarray, cache: dict) -> None:
+def _raw_edge_defects(ids: np.ndarray, raw_faces: np.ndarray, cache: dict) -> np.int64:
     """Fill ``cache`` with the raw mesh's own rims and non-manifold edges (few), as stored.
 
-    Keys ``rims`` and ``nonmanifold``: edges (a < b) of stored-point ids as ``a * width + b``,
-    width = ``ids.max() + 1``.
+    Keys ``rims`` and ``nonmanifold``: edges (a < b) of stored-point ids as ``a * width + b``;
+    returns that width (``ids.max() + 1``), which keys the trial's edges the same way.
     """
-    if "rims" in cache:
-        return
     width = np.int64(int(ids.max()) + 1)
+    if "rims" in cache:
+        return width
     raw_edges, raw_counts = edge_uses(_proper(ids[raw_faces]))
     cache["rims"] = raw_edges[raw_counts == 1] @ [width, 1]
     cache["nonmanifold"] = raw_edges[raw_counts > 2] @ [width, 1]
+    return width
 
 
 def _pinch_vertices(welded: np.ndarray, raw_faces: np.ndarray, cache: dict) -> np.ndarray:
@@ -288,8 +288,7 @@ def _pinch_vertices(welded: np.ndarray, raw_faces: np.ndarray, cache: dict) -> n
     """
     ids = np.asarray(welded, dtype=np.int64)
     if "pinch" not in cache:
-        _raw_edge_defects(ids, raw_faces, cache)
-        width = np.int64(int(ids.max()) + 1)
+        width = _raw_edge_defects(ids, raw_faces, cache)
         ends = np.concatenate([cache["nonmanifold"] // width, cache["nonmanifold"] % width])
         cache["pinch"] = np.isin(ids, ends)
     return cache["pinch"]
